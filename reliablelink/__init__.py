@@ -1,0 +1,24 @@
+"""reliablelink: message sessions for Trio that survive network faults.
+
+An ordered, exactly-once, two-way stream of messages over TCP (and other transports) that
+outlives its connections: a pulled cable makes ``send`` and ``receive`` wait, never lose,
+repeat or reorder a message.
+"""
+
+from ._client import connect as connect
+from ._errors import AuthenticationError as AuthenticationError
+from ._errors import ConnectionFailed as ConnectionFailed
+from ._errors import MessageTooLarge as MessageTooLarge
+from ._errors import ProtocolError as ProtocolError
+from ._errors import ReliableLinkError as ReliableLinkError
+from ._errors import SessionClosed as SessionClosed
+from ._errors import SessionExpired as SessionExpired
+from ._errors import SessionMoved as SessionMoved
+from ._options import Backoff as Backoff
+from ._server import Server as Server
+from ._server import serve as serve
+from ._session import LinkState as LinkState
+from ._session import Session as Session
+from ._session import SessionStats as SessionStats
+
+__version__ = "0.1.0"

@@ -1,0 +1,151 @@
+"""``reliablelink.connect``: open a session and keep it alive across connections."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from ._core import ClientHandshake, HandshakeResult, ResumeRequest, SessionCore
+from ._errors import AuthenticationError, ConnectionFailed, ProtocolError, SessionClosed, SessionExpired
+from ._options import ClientOptions
+from ._session import Session
+from ._util import collapse_exception_groups, key_bytes
+from .transports import StreamOptions, get_transport
+
+__all__ = ["connect"]
+
+log = logging.getLogger("reliablelink.client")
+
+_HANDSHAKE_READ = 4096
+# Errors after which the same attempt will never succeed: stop instead of retrying.
+_FATAL = (AuthenticationError, SessionExpired, SessionClosed)
+_TRANSIENT = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, ProtocolError)
+
+
+@asynccontextmanager
+async def connect(url: str, *, client_id: str, key: bytes | str, **options: Any) -> AsyncIterator[Session]:
+    """Open a session to the server at ``url`` and keep it alive until the block ends.
+
+    The session reconnects by itself (exponential backoff with full jitter) and resumes
+    where it left off; ``send`` and ``receive`` wait while it does. Leaving the block
+    closes the session: it drains what was sent (bounded by ``close_timeout``), tells the
+    server, and ends the background tasks.
+
+    Args:
+        url: where the server listens, for example ``tcp://host:7000``.
+        client_id: this client's id, as the server's ``keys`` knows it.
+        key: this client's secret (bytes, or a string taken as UTF-8).
+        **options: ``heartbeat_interval`` (3 s), ``dead_after`` (3 intervals),
+            ``max_message_size`` (1 MiB), ``max_inflight`` (4096 messages),
+            ``max_inflight_bytes`` (8 MiB), ``reconnect_backoff`` (a :class:`Backoff` or an
+            ``(initial, maximum)`` tuple; default 0.1 s to 5 s), ``connect_timeout`` (10 s:
+            the first connection must succeed within it, and each later attempt is bounded
+            by it), ``close_timeout`` (10 s), ``ssl_context``.
+
+    Yields:
+        The :class:`Session`.
+
+    Raises:
+        AuthenticationError: wrong key or unknown client id (raised at once, never retried).
+        ConnectionFailed: no connection could be made within ``connect_timeout``.
+        TypeError: an unknown option.
+        ValueError: a bad URL or option value.
+    """
+    opts = ClientOptions.from_kwargs(options)
+    transport, parts = get_transport(url)
+    client = _Client(transport, parts, client_id, key_bytes(key), opts)
+    # Validates client_id/key before any I/O.
+    ClientHandshake(client_id, client.key, opts.params)
+    with collapse_exception_groups():
+        async with trio.open_nursery() as nursery:
+            session: Session = await nursery.start(client.run)
+            try:
+                yield session
+            finally:
+                await session.aclose()
+                nursery.cancel_scope.cancel()
+
+
+class _Client:
+    def __init__(self, transport: Any, url: Any, client_id: str, key: bytes, opts: ClientOptions) -> None:
+        self.transport = transport
+        self.url = url
+        self.client_id = client_id
+        self.key = key
+        self.opts = opts
+        self.stream_options = StreamOptions(opts.ssl_context, opts.params.dead_after, opts.params.max_message_size)
+        self.rng = random.Random()
+
+    async def run(self, task_status: trio.TaskStatus[Session] = trio.TASK_STATUS_IGNORED) -> None:
+        opts = self.opts
+        session: Session | None = None
+        give_up_at = trio.current_time() + opts.connect_timeout
+        attempt = 0
+        while True:
+            try:
+                stream, result, rest = await self._attempt(session, give_up_at if session is None else None)
+            except _FATAL as exc:
+                if session is None:
+                    raise
+                log.warning("session %s cannot resume: %s", session.session_id, exc)
+                session._finish(exc)
+                return
+            except _TRANSIENT as exc:
+                now = trio.current_time()
+                if session is None and now >= give_up_at:
+                    raise ConnectionFailed(f"could not connect to {self.url.geturl()} within {opts.connect_timeout} s: {exc!r}") from exc
+                delay = opts.reconnect_backoff.delay(attempt, self.rng)
+                attempt += 1
+                log.debug("connection attempt %d to %s failed (%r); retrying in %.3f s", attempt, self.url.geturl(), exc, delay)
+                if session is None:
+                    delay = min(delay, give_up_at - now)
+                await trio.sleep(delay)
+                continue
+            if session is None:
+                core = SessionCore(result.params, ack_delay=opts.ack_delay)
+                session = Session(
+                    core, session_id=result.session_id, client_id=self.client_id, close_timeout=opts.close_timeout
+                )
+                task_status.started(session)
+            session._token = result.token
+            began = trio.current_time()
+            await session._run_link(stream, result.params, result.peer_last_received, rest)
+            if session._finished:
+                return
+            # A link that stayed up a while resets the backoff; one that dies at once keeps
+            # backing off, so a server that accepts and drops does not get a tight loop.
+            if trio.current_time() - began >= result.params.heartbeat_interval:
+                attempt = 0
+
+    async def _attempt(
+        self, session: Session | None, give_up_at: float | None
+    ) -> tuple[trio.abc.Stream, HandshakeResult, bytes]:
+        deadline = trio.current_time() + self.opts.connect_timeout
+        if give_up_at is not None:
+            deadline = min(deadline, give_up_at)
+        with trio.fail_at(deadline):
+            stream = await self.transport.open_stream(self.url, self.stream_options)
+            try:
+                resume = None
+                if session is not None:
+                    resume = ResumeRequest(session._session_id, session._token, session._core.received)
+                hs = ClientHandshake(self.client_id, self.key, self.opts.params, resume)
+                await stream.send_all(hs.data_to_send())
+                while True:
+                    data = await stream.receive_some(_HANDSHAKE_READ)
+                    if not data:
+                        raise trio.BrokenResourceError("the server closed the connection during the handshake")
+                    result = hs.receive_data(data)
+                    out = hs.data_to_send()
+                    if out:
+                        await stream.send_all(out)
+                    if result is not None:
+                        return stream, result, hs.take_rest()
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise

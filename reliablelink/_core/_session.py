@@ -1,0 +1,476 @@
+"""The sans-I/O session: sequence numbers, window, acknowledgements, heartbeats, resume, close.
+
+A :class:`SessionCore` holds everything that must outlive a connection (the next sequence
+number, the messages not yet acknowledged, what was received and delivered) plus the state
+of the connection currently attached, if any. It never blocks and never reads a clock:
+bytes go in with :meth:`~SessionCore.receive_data`, time goes in as ``now``, bytes come out
+of :meth:`~SessionCore.data_to_send`, and :meth:`~SessionCore.next_deadline` says when to
+call :meth:`~SessionCore.handle_timer`.
+
+Delivery rules (see ``docs/guarantees.md``):
+
+* Each direction numbers its messages 1, 2, 3, ... (u64, never wraps).
+* TCP keeps order within a connection, so nothing is resent on a live link. On attach each
+  side states the last sequence number it *received*; the peer resends everything after it,
+  in order. A receiver accepts exactly ``received + 1`` and drops what it already has.
+* The cumulative ACK is the last sequence number handed to the application, so the window
+  (``max_inflight`` messages, ``max_inflight_bytes`` bytes) bounds every buffer end to end.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from .._errors import ProtocolError, SessionClosed
+from ._frames import (
+    DATA_BODY_OVERHEAD,
+    DATA_HEADER,
+    DATA_HEADER_SIZE,
+    HEADER,
+    HEADER_SIZE,
+    U64,
+    U64_FRAME,
+    ErrorCode,
+    FrameType,
+    check_length,
+    decode_error,
+    encode_error,
+)
+from ._params import LinkParams
+from ._state import FINAL_STATES, SessionState, Transition, next_state
+
+__all__ = ["CoreStats", "LinkDead", "PeerClosed", "PeerError", "SessionCore"]
+
+_DATA = FrameType.DATA
+_ACK = FrameType.ACK
+_PING = FrameType.PING
+_PONG = FrameType.PONG
+_CLOSE = FrameType.CLOSE
+_ERROR = FrameType.ERROR
+_INF = math.inf
+
+
+@dataclass(slots=True)
+class CoreStats:
+    """Counters kept by the core. Plain integers; read them any time.
+
+    Attributes:
+        sent: messages accepted by ``send`` (each counted once, however often resent).
+        received: messages received in order and queued for the application.
+        delivered: messages handed to the application.
+        resent: DATA frames sent again after a reconnect.
+        duplicates_dropped: DATA frames dropped because that sequence number was already held.
+        acked: messages the peer has acknowledged.
+        pings_sent: heartbeats sent.
+        rtt: last measured round-trip time (seconds) from PING/PONG, or ``None``.
+        attaches: how many connections have carried the session.
+    """
+
+    sent: int = 0
+    received: int = 0
+    delivered: int = 0
+    resent: int = 0
+    duplicates_dropped: int = 0
+    acked: int = 0
+    pings_sent: int = 0
+    rtt: float | None = None
+    attaches: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerClosed:
+    """The peer sent CLOSE: it will send nothing more."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDead:
+    """Nothing was received for ``dead_after`` seconds: drop the connection and reconnect."""
+
+    silence: float
+
+
+@dataclass(frozen=True, slots=True)
+class PeerError:
+    """The peer sent an ERROR frame and will close the connection."""
+
+    code: int
+    message: str
+
+
+Event = PeerClosed | LinkDead | PeerError
+
+
+class SessionCore:
+    """Sans-I/O state of one session (see the module docstring).
+
+    Args:
+        params: the local link parameters; replaced by the agreed ones on each attach.
+        ack_delay: longest time a delivered message waits before a standalone ACK is sent.
+    """
+
+    def __init__(self, params: LinkParams, *, ack_delay: float = 0.02) -> None:
+        self.params = params
+        self.ack_delay = ack_delay
+        self.state = SessionState.NEW
+        self.stats = CoreStats()
+        # Outgoing direction.
+        self.next_seq = 1
+        self.unacked: deque[tuple[int, bytes]] = deque()
+        self.unacked_bytes = 0
+        self.acked = 0
+        # Incoming direction.
+        self.received = 0
+        self.delivered = 0
+        self.inbox: deque[bytes] = deque()
+        self.inbox_bytes = 0
+        self.ack_sent = 0
+        self._ack_sent_bytes = 0
+        self._delivered_bytes = 0
+        # Close handshake.
+        self.close_sent = False
+        self.peer_closed = False
+        # The attached connection; reset by attach().
+        self._out = bytearray()
+        self._buf = bytearray()
+        self._need = 0
+        self._conn_seq = 0
+        self._frame_limit = 0
+        self._ack_every = 1
+        self._ack_every_bytes = 1
+        self.last_recv = 0.0
+        self.last_send = 0.0
+        self._ack_due = _INF
+        self._ping_token = 0
+        self._ping_sent_at = 0.0
+        self._set_limits(params)
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def attached(self) -> bool:
+        """Whether a connection currently carries the session."""
+        return self._frame_limit > 0
+
+    @property
+    def finished(self) -> bool:
+        """Whether the session reached a final state."""
+        return self.state in FINAL_STATES
+
+    def _go(self, transition: Transition) -> None:
+        self.state = next_state(self.state, transition)
+
+    def _set_limits(self, params: LinkParams) -> None:
+        self.params = params
+        # A standalone ACK after a quarter of the window keeps the sender from stalling
+        # while sending at most a handful of ACK frames per window.
+        self._ack_every = max(1, params.max_inflight // 4)
+        self._ack_every_bytes = max(1, params.max_inflight_bytes // 4)
+
+    # -- attach / detach ---------------------------------------------------------------
+
+    def attach(self, params: LinkParams, peer_last_received: int, now: float) -> None:
+        """A new connection carries the session: replay what the peer has not received.
+
+        Args:
+            params: the agreed link parameters.
+            peer_last_received: the highest sequence number the peer holds from us.
+            now: current time.
+
+        Raises:
+            ProtocolError: the peer claims to hold messages we never sent, or less than it
+                already acknowledged (it lost state it promised to keep).
+        """
+        if peer_last_received >= self.next_seq:
+            raise ProtocolError(
+                f"peer claims to have received message {peer_last_received} but only {self.next_seq - 1} were sent"
+            )
+        if peer_last_received < self.acked:
+            raise ProtocolError(
+                f"peer claims to have received up to {peer_last_received} but already acknowledged {self.acked}"
+            )
+        self._go(Transition.ATTACH)
+        self._set_limits(params)
+        self._frame_limit = params.max_message_size + DATA_BODY_OVERHEAD
+        self._out = bytearray()
+        self._buf = bytearray()
+        self._need = 0
+        self._conn_seq = self.received
+        self.last_recv = now
+        self.last_send = now
+        self._ack_due = _INF
+        self.stats.attaches += 1
+        # State our ACK first, then resend in order everything the peer does not hold.
+        out = self._out
+        out += U64_FRAME.pack(9, _ACK, self.delivered)
+        self.ack_sent = self.delivered
+        self._ack_sent_bytes = self._delivered_bytes
+        ack = self.delivered
+        pack = DATA_HEADER.pack
+        resent = 0
+        for seq, payload in self.unacked:
+            if seq > peer_last_received:
+                out += pack(len(payload) + DATA_BODY_OVERHEAD, _DATA, seq, ack)
+                out += payload
+                resent += 1
+        self.stats.resent += resent
+        if self.close_sent:
+            out += U64_FRAME.pack(9, _CLOSE, self.delivered)
+
+    def detach(self) -> None:
+        """The connection is gone. Buffers of that connection are dropped; nothing else is."""
+        self._out = bytearray()
+        self._buf = bytearray()
+        self._frame_limit = 0
+        self._ack_due = _INF
+        if self.state not in FINAL_STATES:
+            self._go(Transition.DETACH)
+
+    # -- sending -----------------------------------------------------------------------
+
+    def window_open(self, size: int) -> bool:
+        """Whether a message of ``size`` bytes fits in the window now.
+
+        A message larger than ``max_inflight_bytes`` still goes when nothing is in flight,
+        so every message that fits ``max_message_size`` can be sent.
+        """
+        n = len(self.unacked)
+        if n == 0:
+            return True
+        return n < self.params.max_inflight and self.unacked_bytes + size <= self.params.max_inflight_bytes
+
+    def send(self, payload: bytes) -> int:
+        """Accept one message; return its sequence number.
+
+        The caller checks :meth:`window_open` and the size limit first. From here on the
+        message is held until the peer acknowledges it, across any number of connections.
+        """
+        if self.close_sent or self.state in FINAL_STATES:
+            raise SessionClosed("the session is closing or closed; no more messages can be sent")
+        seq = self.next_seq
+        self.next_seq = seq + 1
+        self.unacked.append((seq, payload))
+        n = len(payload)
+        self.unacked_bytes += n
+        self.stats.sent += 1
+        if self._frame_limit:
+            out = self._out
+            out += DATA_HEADER.pack(n + DATA_BODY_OVERHEAD, _DATA, seq, self.delivered)
+            out += payload
+            self.ack_sent = self.delivered
+            self._ack_sent_bytes = self._delivered_bytes
+        return seq
+
+    def data_to_send(self, now: float) -> bytearray:
+        """Take the bytes to write (empty when there is nothing)."""
+        out = self._out
+        if out:
+            self._out = bytearray()
+            self.last_send = now
+        return out
+
+    def has_data_to_send(self) -> bool:
+        """Whether :meth:`data_to_send` would return bytes."""
+        return bool(self._out)
+
+    def close(self) -> None:
+        """Send CLOSE (now if attached, else on the next attach). Idempotent."""
+        if self.close_sent or self.state in FINAL_STATES:
+            return
+        self.close_sent = True
+        self._go(Transition.SEND_CLOSE)
+        if self._frame_limit:
+            self._out += U64_FRAME.pack(9, _CLOSE, self.delivered)
+        # else: nobody to tell yet; the next attach sends CLOSE after the replay.
+
+    def protocol_error(self, message: str) -> None:
+        """Queue an ERROR frame telling the peer why the connection is being closed."""
+        if self._frame_limit:
+            self._out += encode_error(ErrorCode.PROTOCOL, message)
+
+    def finish(self, transition: Transition) -> None:
+        """Move to a final state from outside (expiry, local close, failure)."""
+        if self.state not in FINAL_STATES:
+            self._go(transition)
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def take(self) -> bytes:
+        """Hand the next received message to the application (the caller checks ``inbox``)."""
+        payload = self.inbox.popleft()
+        n = len(payload)
+        self.inbox_bytes -= n
+        self.delivered += 1
+        self._delivered_bytes += n
+        if self._frame_limit and (
+            self.delivered - self.ack_sent >= self._ack_every
+            or self._delivered_bytes - self._ack_sent_bytes >= self._ack_every_bytes
+        ):
+            self._queue_ack()
+        return payload
+
+    def _queue_ack(self) -> None:
+        self._out += U64_FRAME.pack(9, _ACK, self.delivered)
+        self.ack_sent = self.delivered
+        self._ack_sent_bytes = self._delivered_bytes
+
+    def receive_data(self, data: bytes, now: float) -> list[Event]:  # noqa: C901, PLR0912, PLR0915
+        """Process bytes from the attached connection.
+
+        Returns control events; received messages go to :attr:`inbox`, acknowledgements
+        shrink :attr:`unacked`, and replies (PONG, CLOSE) are queued for sending.
+
+        Raises:
+            ProtocolError: malformed, oversized or impossible input. An ERROR frame for the
+                peer is queued; the caller should flush it and close the connection.
+        """
+        if not self._frame_limit:
+            raise RuntimeError("receive_data() on a detached session")
+        self.last_recv = now
+        buf = self._buf
+        if buf:
+            # Part of a frame is pending: collect without parsing until it is complete, so
+            # a large message arriving in many reads is copied once, not once per read.
+            buf += data
+            if len(buf) < self._need:
+                return []
+            view = bytes(buf)
+            buf.clear()
+        else:
+            view = data
+        events: list[Event] = []
+        pos = 0
+        end = len(view)
+        limit = self._frame_limit
+        inbox = self.inbox
+        received = self.received
+        try:
+            while end - pos >= HEADER_SIZE:
+                length, ftype = HEADER.unpack_from(view, pos)
+                if length > limit or length == 0:
+                    check_length(length, limit)
+                stop = pos + 4 + length
+                if stop > end:
+                    break
+                if ftype == _DATA:
+                    if length < DATA_BODY_OVERHEAD:
+                        raise ProtocolError(f"DATA frame too short ({length} bytes)")
+                    _, _, seq, ack = DATA_HEADER.unpack_from(view, pos)
+                    if seq <= self._conn_seq:
+                        raise ProtocolError(f"sequence number went backwards ({seq} after {self._conn_seq})")
+                    self._conn_seq = seq
+                    if ack != self.acked:
+                        self._on_ack(ack)
+                    if seq == received + 1:
+                        if self.peer_closed:
+                            raise ProtocolError("DATA after CLOSE")
+                        inbox.append(view[pos + DATA_HEADER_SIZE : stop])
+                        received = seq
+                        self.inbox_bytes += length - DATA_BODY_OVERHEAD
+                        if len(inbox) > self.params.max_inflight or (
+                            self.inbox_bytes > self.params.max_inflight_bytes and len(inbox) > 1
+                        ):
+                            raise ProtocolError(
+                                f"peer exceeded the window ({len(inbox)} messages, {self.inbox_bytes} bytes unacknowledged)"
+                            )
+                    elif seq <= received:
+                        self.stats.duplicates_dropped += 1
+                    else:
+                        raise ProtocolError(f"sequence gap: got {seq}, expected {received + 1}")
+                elif ftype == _ACK:
+                    self._on_ack(self._u64(view, pos, length))
+                elif ftype == _PING:
+                    self._out += U64_FRAME.pack(9, _PONG, self._u64(view, pos, length))
+                elif ftype == _PONG:
+                    if self._u64(view, pos, length) == self._ping_token and self._ping_sent_at:
+                        self.stats.rtt = now - self._ping_sent_at
+                        self._ping_sent_at = 0.0
+                elif ftype == _CLOSE:
+                    self._on_ack(self._u64(view, pos, length))
+                    self._on_close(events)
+                elif ftype == _ERROR:
+                    err = decode_error(view[pos + HEADER_SIZE : stop])
+                    events.append(PeerError(err.code, err.message))
+                else:
+                    raise ProtocolError(f"unknown frame type {ftype}")
+                pos = stop
+        except ProtocolError as exc:
+            self.protocol_error(str(exc))
+            raise
+        finally:
+            if self.received != received:
+                self.stats.received += received - self.received
+                self.received = received
+                if self._ack_due == _INF:
+                    self._ack_due = now + self.ack_delay
+        if pos < end:
+            rest = view[pos:]
+            self._buf += rest
+            self._need = (HEADER.unpack_from(rest)[0] + 4) if len(rest) >= HEADER_SIZE else HEADER_SIZE
+        return events
+
+    def _u64(self, view: bytes | bytearray, pos: int, length: int) -> int:
+        if length != 9:
+            raise ProtocolError(f"control frame with body length {length - 1}, expected 8")
+        value: int = U64.unpack_from(view, pos + HEADER_SIZE)[0]
+        return value
+
+    def _on_ack(self, ack: int) -> None:
+        if ack == self.acked:
+            return
+        if ack < self.acked:
+            raise ProtocolError(f"acknowledgement went backwards ({ack} after {self.acked})")
+        if ack >= self.next_seq:
+            raise ProtocolError(f"acknowledgement of message {ack}, which was never sent (last sent {self.next_seq - 1})")
+        unacked = self.unacked
+        freed = 0
+        while unacked and unacked[0][0] <= ack:
+            freed += len(unacked.popleft()[1])
+        self.unacked_bytes -= freed
+        self.stats.acked += ack - self.acked
+        self.acked = ack
+
+    def _on_close(self, events: list[Event]) -> None:
+        if self.peer_closed:
+            raise ProtocolError("CLOSE received twice")
+        self.peer_closed = True
+        self._go(Transition.RECEIVE_CLOSE)
+        if not self.close_sent:
+            self.close_sent = True
+            self._out += U64_FRAME.pack(9, _CLOSE, self.delivered)
+        self._go(Transition.CLOSE_DONE)
+        events.append(PeerClosed())
+
+    # -- time --------------------------------------------------------------------------
+
+    def next_deadline(self) -> float:
+        """When :meth:`handle_timer` must next be called (``inf`` when detached)."""
+        if not self._frame_limit:
+            return _INF
+        p = self.params
+        return min(self.last_send + p.heartbeat_interval, self.last_recv + p.dead_after, self._ack_due)
+
+    def handle_timer(self, now: float) -> list[Event]:
+        """Fire whatever is due at ``now``: dead-link detection, delayed ACK, heartbeat."""
+        if not self._frame_limit:
+            return []
+        p = self.params
+        silence = now - self.last_recv
+        if silence >= p.dead_after:
+            return [LinkDead(silence)]
+        if now >= self._ack_due:
+            if self.delivered != self.ack_sent:
+                self._queue_ack()
+            # While the application holds undelivered messages, look again later: the
+            # ACK must follow delivery, and delivery happens outside the core's view.
+            self._ack_due = now + self.ack_delay if self.inbox else _INF
+        if now >= self.last_send + p.heartbeat_interval:
+            self._ping_token += 1
+            self._ping_sent_at = now
+            self._out += U64_FRAME.pack(9, _PING, self._ping_token)
+            self.stats.pings_sent += 1
+            # Counted as sent now even if the writer is stuck behind a full socket buffer,
+            # so a dead link produces one PING per interval, not a busy loop.
+            self.last_send = now
+        return []

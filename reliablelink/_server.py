@@ -1,0 +1,228 @@
+"""``reliablelink.serve``: accept connections, authenticate them, and run one handler per session."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, NoReturn, final
+
+import trio
+
+from ._core import ErrorCode, ResumeRequest, ServerHandshake, SessionCore, Transition, new_session_id, new_token
+from ._core._handshake import HandshakeResult
+from ._errors import AuthenticationError, ProtocolError, ReliableLinkError, SessionExpired
+from ._options import ServerOptions
+from ._session import LinkState, Session
+from ._util import KeyLookup, collapse_exception_groups, key_lookup
+from .transports import StreamOptions, get_transport
+
+__all__ = ["Server", "serve"]
+
+log = logging.getLogger("reliablelink.server")
+
+Handler = Callable[[Session], Awaitable[None]]
+_HANDSHAKE_READ = 4096
+_CLOSED_REMEMBERED = 10_000
+_LINK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class _Refused(Exception):
+    """The handshake was refused; the ERROR frame for the client is queued."""
+
+
+@final
+class Server:
+    """A running server, as reported by ``nursery.start(serve, ...)``.
+
+    Attributes:
+        url: the bound URL, with the real port when port 0 was asked for.
+    """
+
+    def __init__(self, handler: Handler, keys: KeyLookup, opts: ServerOptions, nursery: trio.Nursery) -> None:
+        self.url = ""
+        self._handler = handler
+        self._keys = keys
+        self._opts = opts
+        self._nursery = nursery
+        self._sessions: dict[bytes, Session] = {}
+        self._closed: OrderedDict[bytes, None] = OrderedDict()
+
+    @property
+    def sessions(self) -> Mapping[str, Session]:
+        """Live sessions (attached or detached), by session id."""
+        return {s.session_id: s for s in self._sessions.values()}
+
+    # -- connections -------------------------------------------------------------------
+
+    async def _handle_connection(self, stream: trio.abc.Stream) -> None:
+        peer = _peer_name(stream)
+        try:
+            try:
+                with trio.fail_after(self._opts.handshake_timeout):
+                    session, result, resume, rest = await self._handshake(stream, peer)
+            except trio.TooSlowError:
+                log.info("refused %s: no handshake within %.1f s", peer, self._opts.handshake_timeout)
+                return
+            except _Refused:
+                return
+            except _LINK_ERRORS:
+                return
+            await session._run_link(stream, result.params, resume.last_received, rest)
+            if session._finished:
+                self._forget(session)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _handshake(
+        self, stream: trio.abc.Stream, peer: str
+    ) -> tuple[Session, HandshakeResult, ResumeRequest, bytes]:
+        hs = ServerHandshake(self._opts.params)
+        await stream.send_all(hs.data_to_send())
+        while True:
+            data = await stream.receive_some(_HANDSHAKE_READ)
+            if not data:
+                raise trio.BrokenResourceError("client left during the handshake")
+            try:
+                step = hs.receive_data(data)
+                if isinstance(step, str):
+                    hs.set_key(self._keys(step))
+                elif isinstance(step, ResumeRequest):
+                    session, result = self._decide(hs, step)
+                    await stream.send_all(hs.data_to_send())
+                    return session, result, step, hs.take_rest()
+            except (AuthenticationError, ProtocolError, _Refused) as exc:
+                # One line per refused client, with its address; never a key or a token.
+                log.info("refused %s (client id %r): %s", peer, hs.client_id, exc)
+                with trio.move_on_after(1):
+                    try:
+                        await stream.send_all(hs.data_to_send())
+                    except _LINK_ERRORS:
+                        pass
+                raise _Refused() from exc
+            out = hs.data_to_send()
+            if out:
+                await stream.send_all(out)
+
+    def _decide(self, hs: ServerHandshake, req: ResumeRequest) -> tuple[Session, HandshakeResult]:
+        """Create or resume the session the authenticated client asked for (no awaits here,
+        so the session cannot change between the decision and the attach)."""
+        ttl = self._opts.session_ttl
+        if not req.session_id:
+            sid, token = new_session_id(), new_token()
+            result = hs.accept(sid, token, 0, resumed=False, session_ttl=ttl)
+            core = SessionCore(result.params, ack_delay=self._opts.ack_delay)
+            session = Session(core, session_id=sid, client_id=hs.client_id, close_timeout=self._opts.close_timeout)
+            session._token = token
+            self._sessions[sid] = session
+            self._nursery.start_soon(self._supervise, session)
+            return session, result
+        session = self._sessions.get(req.session_id)
+        if session is None or session._finished:
+            if req.session_id in self._closed:
+                hs.reject(ErrorCode.SESSION_CLOSED, "this session was closed")
+                raise _Refused("resume of a closed session")
+            hs.reject(ErrorCode.SESSION_EXPIRED, "unknown or expired session")
+            raise _Refused("resume of an unknown or expired session")
+        # Same answer for another client's session and for a wrong token.
+        owner_ok = hmac.compare_digest(session.client_id.encode(), hs.client_id.encode())
+        token_ok = hmac.compare_digest(req.token, session._token) or (
+            bool(session._prev_token) and hmac.compare_digest(req.token, session._prev_token)
+        )
+        if not (owner_ok and token_ok):
+            hs.reject(ErrorCode.AUTH_FAILED, "resume token rejected")
+            raise _Refused("resume token rejected")
+        # The previous token stays valid only until the client proves it holds the newer one.
+        if hmac.compare_digest(req.token, session._token):
+            session._prev_token = session._token
+        token = new_token()
+        session._token = token
+        # Stop using the old connection before stating what we hold, so nothing more
+        # arrives on it between the WELCOME and the new attach.
+        session._detach_now(ConnectionResetError("replaced by a newer connection of the same session"))
+        result = hs.accept(req.session_id, token, session._core.received, resumed=True, session_ttl=ttl)
+        return session, result
+
+    # -- sessions ----------------------------------------------------------------------
+
+    async def _supervise(self, session: Session) -> None:
+        """Run the handler once for the session, expire it when detached too long, close it."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._expire_when_idle, session)
+            try:
+                await self._handler(session)
+            except ReliableLinkError as exc:
+                log.debug("handler of session %s ended: %r", session.session_id, exc)
+            except Exception:
+                log.exception("handler of session %s (client %r) raised", session.session_id, session.client_id)
+            await session.aclose()
+            nursery.cancel_scope.cancel()
+        self._forget(session)
+
+    async def _expire_when_idle(self, session: Session) -> None:
+        ttl = self._opts.session_ttl
+        while not session._finished:
+            if session.link_state is LinkState.CONNECTED:
+                await session.wait_link_change()
+                continue
+            with trio.move_on_after(ttl) as scope:
+                await session.wait_link_change()
+            if scope.cancelled_caught and session.link_state is not LinkState.CONNECTED:
+                log.info("session %s (client %r) expired after %.1f s detached", session.session_id, session.client_id, ttl)
+                session._finish(SessionExpired(f"the session was detached for longer than session_ttl ({ttl} s)"), Transition.EXPIRE)
+
+    def _forget(self, session: Session) -> None:
+        if self._sessions.pop(session._session_id, None) is not None:
+            self._closed[session._session_id] = None
+            while len(self._closed) > _CLOSED_REMEMBERED:
+                self._closed.popitem(last=False)
+
+
+def _peer_name(stream: trio.abc.Stream) -> str:
+    sock = getattr(stream, "socket", None)
+    if sock is not None:
+        try:
+            return str(sock.getpeername())
+        except OSError:
+            return "?"
+    return type(stream).__name__
+
+
+async def serve(
+    handler: Handler,
+    url: str,
+    *,
+    keys: Mapping[str, bytes | str] | KeyLookup,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> NoReturn:
+    """Serve sessions on ``url`` until cancelled; call ``handler(session)`` once per session.
+
+    Use it with ``nursery.start``: it reports a :class:`Server` whose ``url`` has the real
+    port. ``handler`` runs once for each new session (not once per connection); when it
+    returns, the session is closed (drained, then CLOSE). Exceptions from ``handler`` are
+    logged and close that session; they never stop the server.
+
+    Args:
+        handler: ``async def handler(session)``.
+        url: where to listen, for example ``tcp://0.0.0.0:7000`` (port 0 picks a free one).
+        keys: ``{client_id: key}``, or a callable ``client_id -> key | None``.
+        task_status: from ``nursery.start``.
+        **options: ``heartbeat_interval``, ``dead_after``, ``max_message_size``,
+            ``max_inflight``, ``max_inflight_bytes`` (caps on what clients may propose),
+            ``session_ttl`` (300 s: how long a detached session is kept),
+            ``handshake_timeout`` (10 s), ``close_timeout`` (10 s), ``ssl_context``.
+    """
+    opts = ServerOptions.from_kwargs(options)
+    transport, parts = get_transport(url)
+    lookup = key_lookup(keys)
+    stream_options = StreamOptions(opts.ssl_context, opts.params.dead_after, opts.params.max_message_size)
+    with collapse_exception_groups():
+        async with trio.open_nursery() as nursery:
+            server = Server(handler, lookup, opts, nursery)
+            server.url = await nursery.start(transport.serve, parts, server._handle_connection, stream_options)
+            log.info("serving on %s", server.url)
+            task_status.started(server)
+            await trio.sleep_forever()
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,553 @@
+"""The public :class:`Session` and the Trio tasks that carry it over one connection at a time.
+
+Each attached connection runs three tasks in a nursery owned by whoever attached it (the
+client's reconnect loop or the server's connection handler): a reader that feeds every
+``receive_some`` to the core (many frames per read), the single writer that sends whatever
+the core has queued in one ``send_all``, and a timer for heartbeats, delayed ACKs and
+dead-link detection. The session object itself owns no task: it survives the connection,
+and ``send``/``receive`` only touch the core and wake the tasks.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import final
+
+import trio
+
+from ._core import LinkDead, LinkParams, PeerClosed, PeerError, SessionCore, SessionState, Transition
+from ._core._frames import ErrorCode
+from ._errors import MessageTooLarge, ProtocolError, ReliableLinkError, SessionClosed, SessionMoved
+
+__all__ = ["LinkState", "Session", "SessionStats"]
+
+_RECEIVE_SIZE = 256 * 1024
+# send()/receive() are cancellation points on every call, and also yield to the scheduler
+# when they must wait; when they need not wait they yield once every _PACE calls. A yield per
+# call would cap a session near one message per scheduler round trip (~85k/s); this keeps
+# other tasks running while letting the writer batch many messages into one send_all.
+_PACE = 64
+_LINK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class LinkState(enum.Enum):
+    """Whether the session has a connection right now (see :attr:`Session.link_state`)."""
+
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStats:
+    """A snapshot of a session's counters (see :attr:`Session.stats`).
+
+    Attributes:
+        sent: messages accepted by ``send``.
+        received: messages handed to the application by ``receive``.
+        resent: messages sent again after a reconnect.
+        acked: messages the peer acknowledged.
+        in_flight: messages sent and not yet acknowledged.
+        in_flight_bytes: their payload bytes.
+        queued: messages received and waiting for ``receive``.
+        duplicates_dropped: duplicate messages dropped.
+        reconnects: connections after the first.
+        offline_seconds: total time spent without a connection after the first one.
+        link_state: connected, reconnecting or closed.
+        rtt: last heartbeat round-trip time in seconds, or ``None``.
+        pings_sent: heartbeats sent.
+    """
+
+    sent: int
+    received: int
+    resent: int
+    acked: int
+    in_flight: int
+    in_flight_bytes: int
+    queued: int
+    duplicates_dropped: int
+    reconnects: int
+    offline_seconds: float
+    link_state: LinkState
+    rtt: float | None
+    pings_sent: int
+
+
+class _LinkLost(Exception):
+    """Why a connection ended (kept for logs and tests; never raised to users)."""
+
+
+class _Link:
+    """Driver state of one attached connection."""
+
+    __slots__ = ("done", "reason", "scope", "stream", "timer_at", "timer_lot", "writer_lot")
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.scope = trio.CancelScope()
+        self.writer_lot = trio.lowlevel.ParkingLot()
+        self.timer_lot = trio.lowlevel.ParkingLot()
+        self.timer_at = math.inf
+        self.reason: BaseException | None = None
+        self.done = trio.Event()
+
+    def fail(self, reason: BaseException) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.scope.cancel()
+
+
+@final
+class Session:
+    """An ordered, exactly-once, two-way stream of messages that outlives its connections.
+
+    Obtained from :func:`reliablelink.connect` or passed to a :func:`reliablelink.serve`
+    handler; never constructed directly. A lost connection makes ``send`` and ``receive``
+    wait while the link is re-established; nothing is lost, repeated or reordered.
+    ``send``/``receive`` may be called from different tasks concurrently; several tasks
+    calling ``receive`` each get different messages.
+    """
+
+    def __init__(self, core: SessionCore, *, session_id: bytes, client_id: str, close_timeout: float) -> None:
+        self._core = core
+        self._session_id = session_id
+        self.client_id = client_id
+        """The authenticated client id."""
+        self._close_timeout = close_timeout
+        self._recv_lot = trio.lowlevel.ParkingLot()
+        self._send_lot = trio.lowlevel.ParkingLot()
+        self._state_lot = trio.lowlevel.ParkingLot()
+        self._link: _Link | None = None
+        self._error: ReliableLinkError | None = None
+        self._link_state = LinkState.RECONNECTING
+        self._offline_since: float | None = None
+        self._offline_total = 0.0
+        self._pace = _PACE
+        self._closing = False
+        # Resume tokens: the client keeps the one to present; the server accepts the
+        # latest it issued and the last one the client proved it had (the WELCOME carrying
+        # a new token may be lost with the connection).
+        self._token = b""
+        self._prev_token = b""
+
+    # -- public surface ----------------------------------------------------------------
+
+    @property
+    def session_id(self) -> str:
+        """The session's id (hex), the same on both ends and across reconnects."""
+        return self._session_id.hex()
+
+    @property
+    def link_state(self) -> LinkState:
+        """``CONNECTED`` while a connection carries the session, ``RECONNECTING`` between
+        connections, ``CLOSED`` once the session has ended."""
+        return self._link_state
+
+    @property
+    def stats(self) -> SessionStats:
+        """A snapshot of the session's counters."""
+        c = self._core
+        s = c.stats
+        offline = self._offline_total
+        if self._offline_since is not None:
+            offline += trio.current_time() - self._offline_since
+        return SessionStats(
+            sent=s.sent,
+            received=s.delivered,
+            resent=s.resent,
+            acked=s.acked,
+            in_flight=len(c.unacked),
+            in_flight_bytes=c.unacked_bytes,
+            queued=len(c.inbox),
+            duplicates_dropped=s.duplicates_dropped,
+            reconnects=max(0, s.attaches - 1),
+            offline_seconds=offline,
+            link_state=self._link_state,
+            rtt=s.rtt,
+            pings_sent=s.pings_sent,
+        )
+
+    async def wait_link_change(self) -> LinkState:
+        """Wait until :attr:`link_state` changes; return the new state.
+
+        For showing "reconnecting…" in a user interface without handling errors.
+        """
+        before = self._link_state
+        while self._link_state is before and before is not LinkState.CLOSED:
+            await self._state_lot.park()
+        if before is LinkState.CLOSED:
+            await trio.lowlevel.checkpoint()
+        return self._link_state
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Send one message. Returns once the session holds it; waits while the window is full.
+
+        A message counts as *accepted* when ``send`` returns: from then on it is delivered
+        exactly once unless the session expires or is closed. Use :meth:`drain` to wait
+        until the peer has it.
+
+        Raises:
+            MessageTooLarge: larger than the agreed ``max_message_size``.
+            SessionClosed: the session was closed (by either side).
+            SessionExpired: the server forgot the session.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        payload = data if type(data) is bytes else bytes(data)
+        core = self._core
+        n = len(payload)
+        if n > core.params.max_message_size:
+            raise MessageTooLarge(n, core.params.max_message_size)
+        if not core.window_open(n) or self._closing or self._error is not None or core.peer_closed:
+            await self._wait_window(n)
+            self._pace = _PACE
+        elif self._pace <= 0:
+            self._pace = _PACE
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            self._pace -= 1
+        core.send(payload)
+        link = self._link
+        if link is not None and link.writer_lot:
+            link.writer_lot.unpark()
+
+    async def send_many(self, messages: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Send several messages in order with one checkpoint for the batch.
+
+        Waits for the window as needed between messages; if it raises, the messages before
+        the failing one were accepted and the rest were not.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        core = self._core
+        limit = core.params.max_message_size
+        link = self._link
+        waited = False
+        for data in messages:
+            payload = data if type(data) is bytes else bytes(data)
+            n = len(payload)
+            if n > limit:
+                raise MessageTooLarge(n, limit)
+            if not core.window_open(n) or self._closing or self._error is not None or core.peer_closed:
+                self._kick_writer()
+                await self._wait_window(n)
+                waited = True
+                link = self._link
+            core.send(payload)
+        if link is not None and link.writer_lot:
+            link.writer_lot.unpark()
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def receive(self) -> bytes:
+        """Return the next message: in order, exactly once. Waits until one arrives.
+
+        Raises:
+            SessionClosed: the peer closed the session and every message it sent before
+                closing has been received (or this side closed it).
+            SessionExpired: the server forgot the session.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        core = self._core
+        if not core.inbox:
+            await self._wait_inbox()
+            self._pace = _PACE
+        elif self._pace <= 0:
+            self._pace = _PACE
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            self._pace -= 1
+        data = core.take()
+        if core.has_data_to_send():
+            self._kick_writer()
+        return data
+
+    async def receive_many(self, max_count: int = 1000) -> list[bytes]:
+        """Return up to ``max_count`` messages that are ready now (at least one; waits for it).
+
+        Raises:
+            SessionClosed, SessionExpired: as :meth:`receive`.
+        """
+        if max_count < 1:
+            raise ValueError(f"max_count must be at least 1, got {max_count}")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        core = self._core
+        if not core.inbox:
+            await self._wait_inbox()
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        take = core.take
+        batch = [take() for _ in range(min(max_count, len(core.inbox)))]
+        if core.has_data_to_send():
+            self._kick_writer()
+        return batch
+
+    def __aiter__(self) -> Session:
+        return self
+
+    async def __anext__(self) -> bytes:
+        """Next message; the iteration ends when the peer closes the session."""
+        try:
+            return await self.receive()
+        except SessionClosed as exc:
+            if isinstance(exc, SessionMoved):
+                raise
+            raise StopAsyncIteration from None
+
+    async def drain(self) -> None:
+        """Wait until the peer has acknowledged every message sent so far.
+
+        Raises:
+            SessionClosed, SessionExpired: the session ended with messages unacknowledged.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        core = self._core
+        while core.unacked:
+            self._raise_if_dead()
+            await self._send_lot.park()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def aclose(self) -> None:
+        """Close the session: drain, send CLOSE, wait for the peer's CLOSE (all bounded by
+        ``close_timeout``). Safe to call more than once and under cancellation: if
+        cancelled, the session is closed at once without waiting."""
+        if self._closing or self._error is not None:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closing = True
+        core = self._core
+        try:
+            with trio.move_on_after(self._close_timeout):
+                while core.unacked and self._error is None and not core.peer_closed:
+                    await self._send_lot.park()
+                core.close()
+                self._kick_writer()
+                while not core.finished and self._error is None:
+                    await self._send_lot.park()
+        finally:
+            self._finish(SessionClosed("the session was closed by this side"), Transition.CLOSE_DONE)
+
+    # -- waiting helpers ---------------------------------------------------------------
+
+    def _raise_if_dead(self) -> None:
+        if self._error is not None:
+            raise _fresh(self._error)
+        if self._closing:
+            raise SessionClosed("the session is closing; no more messages can be sent")
+        if self._core.peer_closed:
+            raise SessionClosed("the peer closed the session")
+
+    async def _wait_window(self, size: int) -> None:
+        core = self._core
+        while True:
+            self._raise_if_dead()
+            if core.window_open(size):
+                return
+            await self._send_lot.park()
+
+    async def _wait_inbox(self) -> None:
+        core = self._core
+        while not core.inbox:
+            if self._error is not None:
+                raise _fresh(self._error)
+            if core.peer_closed:
+                raise SessionClosed("the peer closed the session")
+            await self._recv_lot.park()
+
+    def _kick_writer(self) -> None:
+        link = self._link
+        if link is not None and link.writer_lot:
+            link.writer_lot.unpark()
+
+    def _wake_all(self) -> None:
+        self._recv_lot.unpark_all()
+        self._send_lot.unpark_all()
+        self._state_lot.unpark_all()
+
+    def _set_link_state(self, state: LinkState) -> None:
+        if state is self._link_state:
+            return
+        now = trio.current_time()
+        if state is LinkState.CONNECTED and self._offline_since is not None:
+            self._offline_total += now - self._offline_since
+            self._offline_since = None
+        elif state is LinkState.RECONNECTING and self._core.stats.attaches > 0:
+            self._offline_since = now
+        elif state is LinkState.CLOSED and self._offline_since is not None:
+            self._offline_total += now - self._offline_since
+            self._offline_since = None
+        self._link_state = state
+        self._state_lot.unpark_all()
+
+    @property
+    def _finished(self) -> bool:
+        return self._error is not None
+
+    def _finish(self, error: ReliableLinkError, transition: Transition = Transition.FAIL) -> None:
+        """End the session for good: every waiter raises ``error`` (a copy of it).
+
+        A clean close leaves the connection to the writer, which ends it once the last
+        frames (our CLOSE or CLOSE reply) are flushed; anything else drops it at once.
+        """
+        if self._error is not None:
+            return
+        self._error = error
+        self._core.finish(transition)
+        if transition is Transition.CLOSE_DONE:
+            self._kick_writer()
+        else:
+            self._detach_now(_LinkLost(f"session ended: {error}"))
+        self._set_link_state(LinkState.CLOSED)
+        self._wake_all()
+
+    def _detach_now(self, reason: BaseException) -> None:
+        """Stop using the current connection at once (its tasks wind down on their own)."""
+        link = self._link
+        if link is None:
+            return
+        link.fail(reason)
+        self._link = None
+        self._core.detach()
+        if self._error is None:
+            self._set_link_state(LinkState.RECONNECTING)
+        self._wake_all()
+
+    # -- carrying the session over one connection --------------------------------------
+
+    async def _run_link(
+        self, stream: trio.abc.Stream, params: LinkParams, peer_last_received: int, rest: bytes
+    ) -> None:
+        """Attach ``stream`` and carry the session over it until it fails.
+
+        Never raises for a connection problem (the caller reconnects or waits); a problem
+        that ends the session is recorded with :meth:`_finish`.
+        """
+        if self._error is not None:
+            return
+        self._detach_now(_LinkLost("replaced by a newer connection"))
+        core = self._core
+        try:
+            core.attach(params, peer_last_received, trio.current_time())
+        except ProtocolError as exc:
+            # The peer lost messages it had promised to hold: continuing would lose or
+            # repeat messages, so the session ends here with the reason.
+            self._finish(exc)
+            return
+        link = _Link(stream)
+        self._link = link
+        self._set_link_state(LinkState.CONNECTED)
+        self._wake_all()
+        try:
+            with link.scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer, link)
+                    nursery.start_soon(self._timer, link)
+                    if rest:
+                        self._feed(link, rest)
+                    await self._reader(link)
+        finally:
+            # The core queued an ERROR frame saying why, if the peer broke the protocol.
+            last_words = core.data_to_send(trio.current_time()) if isinstance(link.reason, ProtocolError) else b""
+            if self._link is link:
+                self._detach_now(link.reason or _LinkLost("connection ended"))
+            link.done.set()
+            with trio.CancelScope(shield=True):
+                if last_words:
+                    with trio.move_on_after(1):
+                        try:
+                            await stream.send_all(last_words)
+                        except _LINK_ERRORS:
+                            pass
+                await trio.aclose_forcefully(stream)
+
+    def _feed(self, link: _Link, data: bytes) -> None:
+        core = self._core
+        acked = core.acked
+        try:
+            events = core.receive_data(data, trio.current_time())
+        except ProtocolError as exc:
+            link.fail(exc)
+            return
+        if core.inbox and self._recv_lot:
+            self._recv_lot.unpark_all()
+        if core.acked != acked and self._send_lot:
+            self._send_lot.unpark_all()
+        if core.has_data_to_send() and link.writer_lot:
+            link.writer_lot.unpark()
+        if core.next_deadline() < link.timer_at and link.timer_lot:
+            link.timer_lot.unpark()
+        for event in events:
+            if isinstance(event, PeerClosed):
+                # Wake everyone: receivers finish the inbox then see the close; senders and
+                # drain/aclose see it at once.
+                self._wake_all()
+                link.writer_lot.unpark()
+            elif isinstance(event, PeerError):
+                self._on_peer_error(link, event)
+
+    def _on_peer_error(self, link: _Link, event: PeerError) -> None:
+        if event.code == ErrorCode.SESSION_REPLACED:
+            self._finish(SessionMoved(f"the session was attached from another connection: {event.message}"))
+        else:
+            link.fail(_LinkLost(f"peer reported error {event.code}: {event.message}"))
+
+    async def _reader(self, link: _Link) -> None:
+        stream = link.stream
+        try:
+            while link.reason is None:
+                data = await stream.receive_some(_RECEIVE_SIZE)
+                if not data:
+                    link.fail(_LinkLost("peer closed the connection"))
+                    return
+                self._feed(link, data)
+        except _LINK_ERRORS as exc:
+            link.fail(exc)
+
+    async def _writer(self, link: _Link) -> None:
+        core = self._core
+        stream = link.stream
+        lot = link.writer_lot
+        try:
+            while link.reason is None:
+                data = core.data_to_send(trio.current_time())
+                if data:
+                    await stream.send_all(data)
+                elif core.finished:
+                    # CLOSE exchanged and flushed: this connection has nothing more to do.
+                    link.fail(_LinkLost("session closed"))
+                    return
+                else:
+                    await lot.park()
+        except _LINK_ERRORS as exc:
+            link.fail(exc)
+
+    async def _timer(self, link: _Link) -> None:
+        core = self._core
+        lot = link.timer_lot
+        while link.reason is None:
+            deadline = core.next_deadline()
+            link.timer_at = deadline
+            with trio.move_on_at(deadline):
+                await lot.park()
+            link.timer_at = math.inf
+            for event in core.handle_timer(trio.current_time()):
+                if isinstance(event, LinkDead):
+                    link.fail(_LinkLost(f"nothing received for {event.silence:.1f} s: link is dead"))
+                    return
+            if core.has_data_to_send() and link.writer_lot:
+                link.writer_lot.unpark()
+
+    @property
+    def _state(self) -> SessionState:
+        return self._core.state
+
+
+def _fresh(error: ReliableLinkError) -> ReliableLinkError:
+    """A new exception like ``error``, so each waiter raises its own object with its own traceback."""
+    try:
+        copy = type(error)(*error.args)
+    except TypeError:
+        return error
+    copy.__cause__ = error.__cause__
+    return copy

@@ -1,0 +1,228 @@
+"""``memory://name``: an in-process transport with bounded buffers and fault controls.
+
+Streams here behave like TCP where it matters to the session layer: bytes arrive in order,
+writes wait when the peer's buffer is full (so backpressure is real), and each connection
+can be cut the ways a network cuts: reset (both ends see an error), blackholed (bytes vanish
+silently, no FIN, no RST, the way a pulled cable looks) or clogged (bytes held, then released).
+It runs on any Trio clock, including ``trio.testing.MockClock``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from urllib.parse import SplitResult
+
+import trio
+
+from ._base import StreamHandler, StreamOptions
+
+__all__ = ["MemoryConnection", "MemoryStream", "MemoryTransport"]
+
+DEFAULT_BUFFER = 256 * 1024
+
+
+class _Pipe:
+    """One direction of a connection."""
+
+    def __init__(self, limit: int) -> None:
+        self.buf = bytearray()
+        self.limit = limit
+        self.eof = False  # the writer closed its end
+        self.broken = False  # reset
+        self.blackhole = False  # bytes vanish
+        self.held = False  # bytes wait (clogged)
+        self.bytes_passed = 0
+        self.lot = trio.lowlevel.ParkingLot()
+
+    def changed(self) -> None:
+        self.lot.unpark_all()
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        view = memoryview(data)
+        while view:
+            if self.broken:
+                raise trio.BrokenResourceError("connection reset")
+            if self.blackhole:
+                break
+            room = self.limit - len(self.buf)
+            if room > 0:
+                self.buf += view[:room]
+                self.bytes_passed += min(room, len(view))
+                view = view[room:]
+                self.changed()
+                continue
+            await self.lot.park()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def read(self, max_bytes: int) -> bytes:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            if self.broken:
+                raise trio.BrokenResourceError("connection reset")
+            if self.buf and not self.held:
+                chunk = bytes(self.buf[:max_bytes])
+                del self.buf[:max_bytes]
+                self.changed()
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return chunk
+            if self.eof and not self.buf:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return b""
+            await self.lot.park()
+
+
+class MemoryStream(trio.abc.Stream):
+    """One end of a :class:`MemoryConnection`."""
+
+    def __init__(self, outgoing: _Pipe, incoming: _Pipe) -> None:
+        self._out = outgoing
+        self._in = incoming
+        self._closed = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Write all of ``data`` (waits while the peer's buffer is full)."""
+        if self._closed:
+            raise trio.ClosedResourceError("stream was closed")
+        await self._out.write(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Wait until the peer's buffer has room."""
+        while len(self._out.buf) >= self._out.limit and not self._out.broken:
+            await self._out.lot.park()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Read up to ``max_bytes`` (``b""`` at end of stream)."""
+        if self._closed:
+            raise trio.ClosedResourceError("stream was closed")
+        return await self._in.read(max_bytes or 65536)
+
+    async def aclose(self) -> None:
+        """Close this end: the peer reads what was sent, then end of stream."""
+        if not self._closed:
+            self._closed = True
+            self._out.eof = True
+            self._out.changed()
+            self._in.broken = True
+            self._in.changed()
+        await trio.lowlevel.checkpoint()
+
+
+@dataclass(eq=False)
+class MemoryConnection:
+    """A connection between a client and a server stream, with fault controls."""
+
+    name: str
+    to_server: _Pipe
+    to_client: _Pipe
+    client: MemoryStream = field(init=False)
+    server: MemoryStream = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = MemoryStream(self.to_server, self.to_client)
+        self.server = MemoryStream(self.to_client, self.to_server)
+
+    def _pipes(self, direction: str) -> list[_Pipe]:
+        return {"both": [self.to_server, self.to_client], "to_server": [self.to_server], "to_client": [self.to_client]}[
+            direction
+        ]
+
+    def reset(self) -> None:
+        """Both ends see ``BrokenResourceError`` on their next read or write (like a TCP RST)."""
+        for pipe in self._pipes("both"):
+            pipe.broken = True
+            pipe.buf.clear()
+            pipe.changed()
+
+    def blackhole(self, direction: str = "both") -> None:
+        """Bytes in flight and bytes sent from now on vanish; neither end is told (a pulled cable).
+
+        Args:
+            direction: ``"both"``, ``"to_server"`` or ``"to_client"``.
+        """
+        for pipe in self._pipes(direction):
+            pipe.blackhole = True
+            pipe.buf.clear()
+            pipe.changed()
+
+    def clog(self, direction: str = "both") -> None:
+        """Hold bytes (they are kept, not delivered) until :meth:`unclog`."""
+        for pipe in self._pipes(direction):
+            pipe.held = True
+
+    def unclog(self, direction: str = "both") -> None:
+        """Deliver held bytes."""
+        for pipe in self._pipes(direction):
+            pipe.held = False
+            pipe.changed()
+
+    @property
+    def closed(self) -> bool:
+        """Whether both ends are closed or the connection was reset."""
+        return (self.client._closed and self.server._closed) or self.to_server.broken
+
+
+@dataclass(eq=False)
+class _Listener:
+    handler: StreamHandler
+    nursery: trio.Nursery
+    refuse: bool = False
+
+
+class MemoryTransport:
+    """The ``memory://`` transport. URLs name a listener: ``memory://echo``.
+
+    ``memory://`` or ``memory://0`` in ``serve`` picks a fresh unique name. Every connection
+    made is kept in :attr:`connections` (closed ones are pruned on each new connection) so a
+    test can cut it.
+    """
+
+    def __init__(self, buffer_size: int = DEFAULT_BUFFER) -> None:
+        self._listeners: dict[str, _Listener] = {}
+        self._names = itertools.count(1)
+        self.buffer_size = buffer_size
+        self.connections: list[MemoryConnection] = []
+
+    def refuse(self, name: str, refuse: bool = True) -> None:
+        """Make new connections to listener ``name`` fail with ``ConnectionRefusedError``."""
+        self._listeners[name].refuse = refuse
+
+    def connections_to(self, name: str) -> list[MemoryConnection]:
+        """Open connections to listener ``name``."""
+        return [c for c in self.connections if c.name == name and not c.closed]
+
+    async def open_stream(self, url: SplitResult, options: StreamOptions) -> trio.abc.Stream:
+        """Connect to the listener named by ``url``."""
+        await trio.lowlevel.checkpoint()
+        name = url.netloc
+        listener = self._listeners.get(name)
+        if listener is None or listener.refuse:
+            raise ConnectionRefusedError(f"nothing listens on memory://{name}")
+        conn = MemoryConnection(name, _Pipe(self.buffer_size), _Pipe(self.buffer_size))
+        self.connections = [c for c in self.connections if not c.closed]
+        self.connections.append(conn)
+        listener.nursery.start_soon(listener.handler, conn.server)
+        return conn.client
+
+    async def serve(
+        self,
+        url: SplitResult,
+        handler: StreamHandler,
+        options: StreamOptions,
+        *,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Register the listener; report ``memory://name``."""
+        name = url.netloc
+        if name in ("", "0"):
+            name = f"listener-{next(self._names)}"
+        if name in self._listeners:
+            raise OSError(f"memory://{name} is already in use")
+        try:
+            async with trio.open_nursery() as nursery:
+                self._listeners[name] = _Listener(handler, nursery)
+                task_status.started(f"memory://{name}")
+                await trio.sleep_forever()
+        finally:
+            self._listeners.pop(name, None)
