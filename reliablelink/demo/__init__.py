@@ -1,0 +1,1 @@
+"""Demos of reliablelink, run by the ``reliablelink`` command."""
