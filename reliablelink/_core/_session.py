@@ -196,7 +196,7 @@ class SessionCore:
         self._out = bytearray()
         self._buf = bytearray()
         self._need = 0
-        self._conn_seq = self.received
+        self._conn_seq = 0
         self.last_recv = now
         self.last_send = now
         self._ack_due = _INF
@@ -220,6 +220,8 @@ class SessionCore:
 
     def detach(self) -> None:
         """The connection is gone. Buffers of that connection are dropped; nothing else is."""
+        if not self._frame_limit:
+            return
         self._out = bytearray()
         self._buf = bytearray()
         self._frame_limit = 0

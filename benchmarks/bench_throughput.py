@@ -1,0 +1,834 @@
+"""One-way throughput and 64 B echo latency: reliablelink against raw Trio over loopback TCP.
+
+Sender and receiver (client and echo server) run in two separate worker processes started
+with the ``spawn`` context; this process only hands out jobs and collects the results. The
+receiving worker listens on port 0 and sends its port back through its pipe before the
+sending worker is told to connect.
+
+Throughput cases (each message carries a big-endian u64 counter in its first 8 bytes):
+
+* ``raw``: Trio ``SocketStream``, 4-byte big-endian length + payload, one ``send_all`` per
+  message; the receiver splits frames out of ``receive_some(65536)`` chunks.
+* ``send``: reliablelink, ``await session.send(msg)`` per message.
+* ``send_many``: reliablelink, ``await session.send_many(batch)`` with batches of 256.
+
+Every receiver (reliablelink: a ``serve()`` handler looping on ``receive_many(4096)``)
+checks that it got exactly N messages whose counters run 0..N-1 in order, and the payload
+byte total; any other outcome is a failure, reported loudly, and the exit status is 1.
+
+Timing is taken on the receiver with ``time.perf_counter``: from the arrival of the first
+chunk/batch to the arrival of message N; the messages of the first chunk/batch are not
+counted, so the rate is ``(N - first) / (t_last - t_first)``.
+
+Usage::
+
+    python benchmarks/bench_throughput.py [--quick] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import gc
+import json
+import math
+import multiprocessing
+import os
+import platform
+import statistics
+import struct
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Final, Literal, TypeVar
+
+import trio
+
+import reliablelink
+
+# -- parameters ------------------------------------------------------------------------
+
+SIZES: Final = (64, 1024, 16 * 1024)
+THROUGHPUT_CASES: Final = ("raw", "send", "send_many")
+LATENCY_CASES: Final = ("raw", "reliablelink")
+CASE_LABELS: Final = {
+    "raw": "raw Trio, one send_all per message",
+    "send": "reliablelink send()",
+    "send_many": "reliablelink send_many(256)",
+}
+LATENCY_LABELS: Final = {"raw": "raw Trio (same framing)", "reliablelink": "reliablelink send() + receive()"}
+
+#: Messages per throughput sample in full mode (about 1-2 s for the slowest case on a
+#: small 2-core VM); ``--quick`` divides them by QUICK_DIVISOR.
+FULL_COUNTS: Final = {64: 300_000, 1024: 200_000, 16 * 1024: 40_000}
+QUICK_DIVISOR: Final = 5
+FULL_REPEATS: Final = 5
+QUICK_REPEATS: Final = 3
+FULL_ROUND_TRIPS: Final = 2000
+QUICK_ROUND_TRIPS: Final = 500
+LATENCY_WARMUP: Final = 200
+LATENCY_SIZE: Final = 64
+WARMUP_COUNT: Final = 5_000
+
+BATCH: Final = 256
+RECEIVE_MANY: Final = 4096
+RAW_READ: Final = 65536
+JOB_TIMEOUT: Final = 120.0
+
+CLIENT_ID: Final = "bench"
+KEY: Final = b"reliablelink-benchmark-key-0123456789"
+HOST: Final = "127.0.0.1"
+
+LENGTH = struct.Struct(">I")
+SEQ = struct.Struct(">Q")
+#: A raw frame's head: the length prefix, then the payload's own counter.
+RAW_HEAD = struct.Struct(">IQ")
+
+Role = Literal["receive", "send", "echo_server", "echo_client"]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One half of a measurement, run by one worker process."""
+
+    role: Role
+    case: str
+    size: int
+    count: int
+    port: int = 0
+    warmup: int = 0
+
+
+class BenchFailure(Exception):
+    """A job failed or a receiver did not get exactly what was sent."""
+
+
+# -- receiving-side bookkeeping --------------------------------------------------------
+
+
+class Tally:
+    """Counts received messages, checks their counters, and times first to N-th."""
+
+    def __init__(self, expected: int, size: int) -> None:
+        self.expected = expected
+        self.size = size
+        self.received = 0
+        self.payload_bytes = 0
+        self.batches = 0
+        self.first_at = 0.0
+        self.first_count = 0
+        self.last_at = 0.0
+        self.errors: list[str] = []
+
+    def add(self, batch: list[bytes]) -> None:
+        now = time.perf_counter()
+        n = len(batch)
+        if not n:
+            return
+        start = self.received
+        unpack = SEQ.unpack_from
+        seqs = [unpack(m)[0] for m in batch]
+        if seqs != list(range(start, start + n)):
+            bad = next(i for i, s in enumerate(seqs) if s != start + i)
+            if len(self.errors) < 5:
+                self.errors.append(f"message #{start + bad} carries counter {seqs[bad]}")
+        self.payload_bytes += sum(map(len, batch))
+        if self.batches == 0:
+            self.first_at = now
+            self.first_count = n
+        self.batches += 1
+        self.received = start + n
+        if start < self.expected <= self.received:
+            self.last_at = now
+
+    def result(self) -> dict[str, Any]:
+        errors = list(self.errors)
+        if self.received != self.expected:
+            errors.append(f"received {self.received} messages, expected exactly {self.expected}")
+        if self.payload_bytes != self.received * self.size:
+            errors.append(f"received {self.payload_bytes} payload bytes, expected {self.received * self.size}")
+        timed = self.expected - self.first_count
+        elapsed = self.last_at - self.first_at
+        if not errors and (timed <= 0 or elapsed <= 0):
+            errors.append(f"too few messages to time ({self.batches} batches): raise the count")
+        return {
+            "received": self.received,
+            "batches": self.batches,
+            "first_batch": self.first_count,
+            "timed_messages": timed,
+            "elapsed_s": elapsed,
+            "errors": errors,
+        }
+
+
+def split_frames(data: bytes) -> tuple[list[bytes], bytes]:
+    """Split length-prefixed frames; return the payloads and the incomplete tail."""
+    out: list[bytes] = []
+    pos = 0
+    end = len(data)
+    unpack = LENGTH.unpack_from
+    while end - pos >= 4:
+        (length,) = unpack(data, pos)
+        stop = pos + 4 + length
+        if stop > end:
+            break
+        out.append(data[pos + 4 : stop])
+        pos = stop
+    return out, data[pos:]
+
+
+def payload(i: int, filler: bytes) -> bytes:
+    return SEQ.pack(i) + filler
+
+
+def fillers(size: int) -> bytes:
+    if size < SEQ.size:
+        raise ValueError(f"messages must hold the {SEQ.size}-byte counter, got size {size}")
+    return b"\xa5" * (size - SEQ.size)
+
+
+# -- throughput: receivers -------------------------------------------------------------
+
+
+async def raw_receiver(job: Job, report_port: Callable[[int], None]) -> dict[str, Any]:
+    listener = (await trio.open_tcp_listeners(0, host=HOST))[0]
+    report_port(listener.socket.getsockname()[1])
+    async with listener:
+        stream = await listener.accept()
+    tally = Tally(job.count, job.size)
+    tail = b""
+    async with stream:
+        while True:
+            data = await stream.receive_some(RAW_READ)
+            if not data:
+                break
+            msgs, tail = split_frames(tail + data if tail else data)
+            tally.add(msgs)
+    result = tally.result()
+    if tail:
+        result["errors"].append(f"{len(tail)} bytes of an incomplete frame at EOF")
+    return result
+
+
+async def rl_receiver(job: Job, report_port: Callable[[int], None]) -> dict[str, Any]:
+    tally = Tally(job.count, job.size)
+    done = trio.Event()
+
+    async def handler(session: reliablelink.Session) -> None:
+        try:
+            while True:
+                tally.add(await session.receive_many(max_count=RECEIVE_MANY))
+        except reliablelink.SessionClosed:
+            pass
+        except Exception as exc:
+            tally.errors.append(f"handler: {exc!r}")
+        finally:
+            done.set()
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(reliablelink.serve, handler, f"tcp://{HOST}:0", keys={CLIENT_ID: KEY})
+        )
+        report_port(port_of(server.url))
+        await done.wait()
+        # Let the session finish (its CLOSE reply flushed) before the server is cancelled.
+        await wait_sessions_gone(server)
+        nursery.cancel_scope.cancel()
+    return tally.result()
+
+
+async def wait_sessions_gone(server: reliablelink.Server) -> None:
+    with trio.move_on_after(5):
+        while server.sessions:  # noqa: ASYNC110 - the Server offers nothing to wait on
+            await trio.sleep(0.001)
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+# -- throughput: senders ---------------------------------------------------------------
+
+
+async def raw_sender(job: Job) -> dict[str, Any]:
+    filler = fillers(job.size)
+    pack = RAW_HEAD.pack
+    stream = await trio.open_tcp_stream(HOST, job.port)
+    async with stream:
+        began = time.perf_counter()
+        send_all = stream.send_all
+        for i in range(job.count):
+            await send_all(pack(job.size, i) + filler)
+        sent = time.perf_counter()
+        await stream.send_eof()
+        while await stream.receive_some(RAW_READ):
+            pass
+    return {"send_s": sent - began, "total_s": time.perf_counter() - began}
+
+
+async def rl_sender(job: Job) -> dict[str, Any]:
+    filler = fillers(job.size)
+    pack = SEQ.pack
+    async with reliablelink.connect(f"tcp://{HOST}:{job.port}", client_id=CLIENT_ID, key=KEY) as session:
+        began = time.perf_counter()
+        if job.case == "send":
+            send = session.send
+            for i in range(job.count):
+                await send(pack(i) + filler)
+        else:
+            for start in range(0, job.count, BATCH):
+                await session.send_many([pack(i) + filler for i in range(start, min(job.count, start + BATCH))])
+        sent = time.perf_counter()
+        await session.drain()
+        drained = time.perf_counter()
+        stats = session.stats
+    closed = time.perf_counter()
+    return {
+        "send_s": sent - began,
+        "drain_s": drained - sent,
+        "close_s": closed - drained,
+        "total_s": closed - began,
+        "stats": {"sent": stats.sent, "acked": stats.acked, "resent": stats.resent, "reconnects": stats.reconnects},
+    }
+
+
+# -- latency ---------------------------------------------------------------------------
+
+
+async def raw_echo_server(job: Job, report_port: Callable[[int], None]) -> dict[str, Any]:
+    listener = (await trio.open_tcp_listeners(0, host=HOST))[0]
+    report_port(listener.socket.getsockname()[1])
+    async with listener:
+        stream = await listener.accept()
+    echoed = 0
+    tail = b""
+    async with stream:
+        while True:
+            data = await stream.receive_some(RAW_READ)
+            if not data:
+                break
+            msgs, tail = split_frames(tail + data if tail else data)
+            for m in msgs:
+                await stream.send_all(LENGTH.pack(len(m)) + m)
+            echoed += len(msgs)
+    errors = [] if echoed == job.count else [f"echoed {echoed} messages, expected {job.count}"]
+    return {"echoed": echoed, "errors": errors}
+
+
+async def rl_echo_server(job: Job, report_port: Callable[[int], None]) -> dict[str, Any]:
+    echoed = 0
+    errors: list[str] = []
+    done = trio.Event()
+
+    async def handler(session: reliablelink.Session) -> None:
+        nonlocal echoed
+        try:
+            async for msg in session:
+                await session.send(msg)
+                echoed += 1
+        except Exception as exc:
+            errors.append(f"handler: {exc!r}")
+        finally:
+            done.set()
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(reliablelink.serve, handler, f"tcp://{HOST}:0", keys={CLIENT_ID: KEY})
+        )
+        report_port(port_of(server.url))
+        await done.wait()
+        await wait_sessions_gone(server)
+        nursery.cancel_scope.cancel()
+    if echoed != job.count:
+        errors.append(f"echoed {echoed} messages, expected {job.count}")
+    return {"echoed": echoed, "errors": errors}
+
+
+async def raw_echo_client(job: Job) -> dict[str, Any]:
+    filler = fillers(job.size)
+    rtts: list[float] = []
+    errors: list[str] = []
+    stream = await trio.open_tcp_stream(HOST, job.port)
+    async with stream:
+        tail = b""
+        for i in range(job.count):
+            frame = RAW_HEAD.pack(job.size, i) + filler
+            began = time.perf_counter_ns()
+            await stream.send_all(frame)
+            msgs: list[bytes] = []
+            while not msgs:
+                data = await stream.receive_some(RAW_READ)
+                if not data:
+                    raise BenchFailure("the echo server closed the connection")
+                msgs, tail = split_frames(tail + data if tail else data)
+            ended = time.perf_counter_ns()
+            if len(msgs) != 1 or tail or msgs[0] != frame[4:]:
+                errors.append(f"round trip {i}: wrong echo")
+                break
+            if i >= job.warmup:
+                rtts.append((ended - began) / 1000)
+        await stream.send_eof()
+        while await stream.receive_some(RAW_READ):
+            pass
+    return {"rtts_us": rtts, "errors": errors}
+
+
+async def rl_echo_client(job: Job) -> dict[str, Any]:
+    filler = fillers(job.size)
+    rtts: list[float] = []
+    errors: list[str] = []
+    async with reliablelink.connect(f"tcp://{HOST}:{job.port}", client_id=CLIENT_ID, key=KEY) as session:
+        for i in range(job.count):
+            msg = payload(i, filler)
+            began = time.perf_counter_ns()
+            await session.send(msg)
+            reply = await session.receive()
+            ended = time.perf_counter_ns()
+            if reply != msg:
+                errors.append(f"round trip {i}: wrong echo")
+                break
+            if i >= job.warmup:
+                rtts.append((ended - began) / 1000)
+    return {"rtts_us": rtts, "errors": errors}
+
+
+# -- worker processes ------------------------------------------------------------------
+
+RECEIVERS: Final = {
+    ("receive", "raw"): raw_receiver,
+    ("receive", "send"): rl_receiver,
+    ("receive", "send_many"): rl_receiver,
+    ("echo_server", "raw"): raw_echo_server,
+    ("echo_server", "reliablelink"): rl_echo_server,
+}
+SENDERS: Final = {
+    ("send", "raw"): raw_sender,
+    ("send", "send"): rl_sender,
+    ("send", "send_many"): rl_sender,
+    ("echo_client", "raw"): raw_echo_client,
+    ("echo_client", "reliablelink"): rl_echo_client,
+}
+
+
+async def run_job(job: Job, conn: Connection) -> dict[str, Any]:
+    with trio.fail_after(JOB_TIMEOUT):
+        key = (job.role, job.case)
+        if key in RECEIVERS:
+            return await RECEIVERS[key](job, lambda port: conn.send(("port", port)))
+        return await SENDERS[key](job)
+
+
+def worker_main(conn: Connection) -> None:
+    """Run jobs from the parent until it sends ``None``; answer each with ("ok" | "error", ...)."""
+    while True:
+        job = conn.recv()
+        if job is None:
+            return
+        gc.collect()
+        try:
+            result = trio.run(run_job, job, conn)
+        except BaseException:
+            conn.send(("error", traceback.format_exc()))
+        else:
+            conn.send(("ok", result))
+
+
+class Worker:
+    """A spawned worker process and the parent's end of its pipe."""
+
+    def __init__(self, name: str) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=worker_main, args=(child,), name=name, daemon=True)
+        self.process.start()
+        child.close()
+
+    def submit(self, job: Job) -> None:
+        self.conn.send(job)
+
+    def receive(self, timeout: float) -> tuple[str, Any]:
+        if not self.conn.poll(timeout):
+            raise BenchFailure(f"worker {self.process.name} sent nothing for {timeout:.0f} s")
+        try:
+            message: tuple[str, Any] = self.conn.recv()
+        except EOFError as exc:
+            raise BenchFailure(f"worker {self.process.name} died (exit code {self.process.exitcode})") from exc
+        return message
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
+        self.conn.close()
+
+
+class Pair:
+    """The receiving (server) worker and the sending (client) worker."""
+
+    def __init__(self) -> None:
+        self.rx, self.tx = self._spawn()
+
+    @staticmethod
+    def _spawn() -> tuple[Worker, Worker]:
+        return Worker("bench-receiver"), Worker("bench-sender")
+
+    def run(self, server_job: Job, client_job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Run one measurement; on any failure restart both workers and raise BenchFailure."""
+        try:
+            self.rx.submit(server_job)
+            kind, value = self.rx.receive(JOB_TIMEOUT)
+            if kind != "port":
+                raise BenchFailure(f"receiver failed before listening:\n{value}")
+            self.tx.submit(replace(client_job, port=value))
+            tx_kind, tx_value = self.tx.receive(JOB_TIMEOUT + 10)
+            rx_kind, rx_value = self.rx.receive(JOB_TIMEOUT + 10)
+            if tx_kind != "ok":
+                raise BenchFailure(f"sender failed:\n{tx_value}")
+            if rx_kind != "ok":
+                raise BenchFailure(f"receiver failed:\n{rx_value}")
+            return rx_value, tx_value
+        except BenchFailure:
+            self.restart()
+            raise
+
+    def restart(self) -> None:
+        for w in (self.rx, self.tx):
+            w.process.terminate()
+            w.stop()
+        self.rx, self.tx = self._spawn()
+
+    def stop(self) -> None:
+        self.rx.stop()
+        self.tx.stop()
+
+
+# -- measurements ----------------------------------------------------------------------
+
+
+def fail_loudly(what: str, errors: Iterable[str]) -> str:
+    text = f"{what}: " + "; ".join(errors)
+    print(f"\n!!!!!! BENCHMARK FAILURE !!!!!! {text}\n", file=sys.stderr, flush=True)
+    return text
+
+
+def measure_throughput(pair: Pair, case: str, size: int, count: int) -> dict[str, Any]:
+    sample: dict[str, Any] = {"case": case, "size": size, "messages": count, "ok": False}
+    try:
+        rx, tx = pair.run(Job("receive", case, size, count), Job("send", case, size, count))
+    except BenchFailure as exc:
+        sample["error"] = fail_loudly(f"{case} {size} B", [str(exc)])
+        return sample
+    sample["receiver"] = rx
+    sample["sender"] = tx
+    errors = list(rx["errors"])
+    stats = tx.get("stats")
+    if stats and (stats["sent"] != count or stats["acked"] != count):
+        errors.append(f"sender stats {stats}, expected {count} sent and acknowledged")
+    if errors:
+        sample["error"] = fail_loudly(f"{case} {size} B", errors)
+        return sample
+    rate = rx["timed_messages"] / rx["elapsed_s"]
+    sample.update(ok=True, msgs_per_s=rate, mb_per_s=rate * size / 1e6, elapsed_s=rx["elapsed_s"])
+    return sample
+
+
+def measure_latency(pair: Pair, case: str, rounds: int, warmup: int) -> dict[str, Any]:
+    total = rounds + warmup
+    sample: dict[str, Any] = {"case": case, "size": LATENCY_SIZE, "round_trips": rounds, "ok": False}
+    try:
+        rx, tx = pair.run(
+            Job("echo_server", case, LATENCY_SIZE, total), Job("echo_client", case, LATENCY_SIZE, total, warmup=warmup)
+        )
+    except BenchFailure as exc:
+        sample["error"] = fail_loudly(f"latency {case}", [str(exc)])
+        return sample
+    errors = rx["errors"] + tx["errors"]
+    rtts: list[float] = tx["rtts_us"]
+    if not errors and len(rtts) != rounds:
+        errors.append(f"{len(rtts)} round trips timed, expected {rounds}")
+    if errors:
+        sample["error"] = fail_loudly(f"latency {case}", errors)
+        return sample
+    ordered = sorted(rtts)
+    sample.update(
+        ok=True,
+        p50_us=percentile(ordered, 50),
+        p99_us=percentile(ordered, 99),
+        mean_us=statistics.fmean(rtts),
+        rtts_us=[round(r, 2) for r in rtts],
+    )
+    return sample
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Linear-interpolated percentile of sorted values (numpy's default method)."""
+    if not ordered:
+        return math.nan
+    k = (len(ordered) - 1) * q / 100
+    lo = math.floor(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+T = TypeVar("T")
+
+
+def rotated(items: tuple[T, ...], by: int) -> list[T]:
+    by %= len(items)
+    return [*items[by:], *items[:by]]
+
+
+# -- summaries and output --------------------------------------------------------------
+
+
+def summarize(samples: list[dict[str, Any]], latency: list[dict[str, Any]]) -> dict[str, Any]:
+    throughput: list[dict[str, Any]] = []
+    for size in SIZES:
+        base: float | None = None
+        for case in THROUGHPUT_CASES:
+            ok = [s for s in samples if s["case"] == case and s["size"] == size and s["ok"]]
+            failed = sum(1 for s in samples if s["case"] == case and s["size"] == size and not s["ok"])
+            row: dict[str, Any] = {"case": case, "size": size, "samples": len(ok), "failed": failed}
+            if ok:
+                rates = [s["msgs_per_s"] for s in ok]
+                row.update(
+                    median_msgs_per_s=statistics.median(rates),
+                    median_mb_per_s=statistics.median(rates) * size / 1e6,
+                    min_msgs_per_s=min(rates),
+                    max_msgs_per_s=max(rates),
+                )
+                if case == "raw":
+                    base = row["median_msgs_per_s"]
+                row["ratio_vs_raw"] = row["median_msgs_per_s"] / base if base else None
+            throughput.append(row)
+    lat: list[dict[str, Any]] = []
+    base_p50: float | None = None
+    for case in LATENCY_CASES:
+        ok = [s for s in latency if s["case"] == case and s["ok"]]
+        failed = sum(1 for s in latency if s["case"] == case and not s["ok"])
+        row = {"case": case, "size": LATENCY_SIZE, "samples": len(ok), "failed": failed}
+        if ok:
+            pooled = sorted(r for s in ok for r in s["rtts_us"])
+            p50s = [s["p50_us"] for s in ok]
+            row.update(
+                round_trips=len(pooled),
+                p50_us=percentile(pooled, 50),
+                p99_us=percentile(pooled, 99),
+                min_p50_us=min(p50s),
+                max_p50_us=max(p50s),
+            )
+            if case == "raw":
+                base_p50 = row["p50_us"]
+            row["p50_ratio_vs_raw"] = row["p50_us"] / base_p50 if base_p50 else None
+        lat.append(row)
+    return {"throughput": throughput, "latency": lat}
+
+
+def markdown(summary: dict[str, Any], info: dict[str, Any], config: dict[str, Any]) -> str:
+    counts = ", ".join(f"{size_label(s)}: {n:,}" for s, n in config["counts"].items())
+    lines = [
+        "## Throughput (one way, loopback TCP, sender and receiver in separate processes)",
+        "",
+        f"{config['repeats']} samples per row, cases interleaved; messages per sample: {counts}. "
+        "Rates are measured on the receiver; MB = 10^6 payload bytes.",
+        "",
+        "| case | size | median msgs/s | median MB/s | min\u2013max msgs/s | vs raw Trio |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in summary["throughput"]:
+        label = CASE_LABELS[row["case"]]
+        if "median_msgs_per_s" not in row:
+            lines.append(f"| {label} | {size_label(row['size'])} | FAILED | | | |")
+            continue
+        ratio = row["ratio_vs_raw"]
+        lines.append(
+            f"| {label} | {size_label(row['size'])} | {row['median_msgs_per_s']:,.0f} | {row['median_mb_per_s']:,.1f} "
+            f"| {row['min_msgs_per_s']:,.0f}{DASH}{row['max_msgs_per_s']:,.0f} | {ratio_text(ratio)} |"
+        )
+    lines += [
+        "",
+        f"## Echo latency ({LATENCY_SIZE} B, one message in flight, client and echo server in separate processes)",
+        "",
+        f"{config['repeats']} runs of {config['round_trips']:,} round trips each (after {LATENCY_WARMUP} warm-up "
+        "round trips per run), pooled.",
+        "",
+        "| case | round trips | p50 \u00b5s | p99 \u00b5s | p50 min\u2013max over runs | p50 vs raw Trio |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in summary["latency"]:
+        label = LATENCY_LABELS[row["case"]]
+        if "p50_us" not in row:
+            lines.append(f"| {label} | FAILED | | | | |")
+            continue
+        ratio = row["p50_ratio_vs_raw"]
+        lines.append(
+            f"| {label} | {row['round_trips']:,} | {row['p50_us']:.1f} | {row['p99_us']:.1f} "
+            f"| {row['min_p50_us']:.1f}{DASH}{row['max_p50_us']:.1f} | {ratio_text(ratio)} |"
+        )
+    lines += [
+        "",
+        f"Machine: {info['platform']}, {info['cpu_count']} CPUs, Python {info['python']}, Trio {info['trio']}, "
+        f"reliablelink {info['reliablelink']} ({info['git']}).",
+        f"Mode: {'quick' if config['quick'] else 'full'}; started {info['started']}, took {info['duration_s']:.0f} s.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+DASH: Final = "\u2013"
+
+
+def ratio_text(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2f}\u00d7"
+
+
+def size_label(size: int) -> str:
+    return f"{size // 1024} KiB" if size >= 1024 and size % 1024 == 0 else f"{size} B"
+
+
+def machine_info() -> dict[str, Any]:
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": cpu_model(),
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "trio": trio.__version__,
+        "reliablelink": reliablelink.__version__,
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": affinity,
+        "loadavg_before": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "git": git_state(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def git_state() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "reliablelink"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown commit"
+    return f"commit {head}{' + uncommitted changes in reliablelink/' if dirty else ''}"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="fewer messages and repeats (well under a minute)")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent / "results", help="output directory"
+    )
+    parser.add_argument("--repeats", type=int, help="samples per case (default 5, or 3 with --quick; at least 3)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the message counts by this factor")
+    args = parser.parse_args(argv)
+
+    repeats = args.repeats or (QUICK_REPEATS if args.quick else FULL_REPEATS)
+    if repeats < 3:
+        parser.error("--repeats must be at least 3")
+    divisor = QUICK_DIVISOR if args.quick else 1
+    counts = {size: max(1000, int(n * args.scale) // divisor) for size, n in FULL_COUNTS.items()}
+    rounds = QUICK_ROUND_TRIPS if args.quick else FULL_ROUND_TRIPS
+    config = {
+        "quick": args.quick,
+        "repeats": repeats,
+        "counts": counts,
+        "round_trips": rounds,
+        "latency_warmup": LATENCY_WARMUP,
+        "send_many_batch": BATCH,
+        "receive_many_max_count": RECEIVE_MANY,
+        "raw_receive_some": RAW_READ,
+        "argv": sys.argv,
+    }
+    info = machine_info()
+    began = time.perf_counter()
+    samples: list[dict[str, Any]] = []
+    latency: list[dict[str, Any]] = []
+    warmup_failures: list[str] = []
+    pair = Pair()
+    try:
+        print(f"warming up ({len(THROUGHPUT_CASES) * len(SIZES)} short runs, discarded)...", flush=True)
+        for size in SIZES:
+            for case in THROUGHPUT_CASES:
+                s = measure_throughput(pair, case, size, WARMUP_COUNT)
+                if not s["ok"]:
+                    warmup_failures.append(s["error"])
+        step = 0
+        for rep in range(repeats):
+            for size in rotated(SIZES, rep):
+                for case in rotated(THROUGHPUT_CASES, rep + step):
+                    s = measure_throughput(pair, case, size, counts[size])
+                    s["repeat"] = rep
+                    samples.append(s)
+                    step += 1
+                    shown = f"{s['msgs_per_s']:>12,.0f} msgs/s {s['mb_per_s']:>9,.1f} MB/s" if s["ok"] else "FAILED"
+                    print(f"[{rep + 1}/{repeats}] {CASE_LABELS[case]:<36} {size_label(size):>6}: {shown}", flush=True)
+            for case in rotated(LATENCY_CASES, rep):
+                s = measure_latency(pair, case, rounds, LATENCY_WARMUP)
+                s["repeat"] = rep
+                latency.append(s)
+                shown = f"p50 {s['p50_us']:7.1f} us  p99 {s['p99_us']:7.1f} us" if s["ok"] else "FAILED"
+                print(f"[{rep + 1}/{repeats}] latency {LATENCY_LABELS[case]:<32}: {shown}", flush=True)
+    finally:
+        pair.stop()
+
+    info["duration_s"] = time.perf_counter() - began
+    summary = summarize(samples, latency)
+    failures = warmup_failures + [s["error"] for s in samples + latency if not s["ok"]]
+    table = markdown(summary, info, config)
+    if failures:
+        table += "\n**FAILURES:**\n\n" + "".join(f"- {f}\n" for f in failures)
+    args.out.mkdir(parents=True, exist_ok=True)
+    document = {
+        "machine": info,
+        "config": config,
+        "summary": summary,
+        "throughput_samples": samples,
+        "latency_samples": latency,
+        "failures": failures,
+    }
+    write_atomically(args.out / "throughput.json", json.dumps(document, indent=1) + "\n")
+    write_atomically(args.out / "throughput.md", "# reliablelink throughput benchmark\n\n" + table)
+    print()
+    print(table, end="")
+    print(f"\nwrote {args.out / 'throughput.json'} and {args.out / 'throughput.md'}")
+    if failures:
+        print(f"\n!!!!!! {len(failures)} FAILURE(S); see above !!!!!!", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Handshake: mutual authentication, negotiation, resume tokens, hostile input."""
+
+from __future__ import annotations
+
+import pytest
+
+from reliablelink import AuthenticationError, ProtocolError, SessionExpired
+from reliablelink._core import (
+    ClientHandshake,
+    ErrorCode,
+    LinkParams,
+    ResumeRequest,
+    ServerHandshake,
+    new_session_id,
+    new_token,
+)
+from reliablelink._core._frames import PREFACE, FrameType, encode_frame
+from tests.corepair import KEY
+
+
+def _until_auth(client: ClientHandshake, server: ServerHandshake, key: bytes | None = KEY) -> object:
+    assert server.receive_data(client.data_to_send()) == "agent-1"
+    server.set_key(key)
+    client.receive_data(server.data_to_send())
+    return server.receive_data(client.data_to_send())
+
+
+def test_full_handshake_agrees_on_the_smaller_parameters() -> None:
+    client = ClientHandshake("agent-1", KEY, LinkParams(heartbeat_interval=1, dead_after=3, max_inflight=100))
+    server = ServerHandshake(LinkParams(heartbeat_interval=5, dead_after=15, max_message_size=2048))
+    req = _until_auth(client, server)
+    assert req == ResumeRequest(b"", b"", 0)
+    sid, token = new_session_id(), new_token()
+    server_view = server.accept(sid, token, 0, resumed=False, session_ttl=30)
+    result = client.receive_data(server.data_to_send())
+    assert result is not None
+    assert result.session_id == sid and result.token == token and not result.resumed
+    assert result.params == server_view.params
+    assert (result.params.heartbeat_interval, result.params.dead_after) == (1, 3)
+    assert (result.params.max_message_size, result.params.max_inflight) == (2048, 100)
+    assert result.session_ttl == 30
+
+
+def test_wrong_key_is_refused_with_auth_error_frame() -> None:
+    client = ClientHandshake("agent-1", b"wrong" * 8, LinkParams())
+    server = ServerHandshake(LinkParams())
+    with pytest.raises(AuthenticationError):
+        _until_auth(client, server)
+    with pytest.raises(AuthenticationError, match="refused"):
+        client.receive_data(server.data_to_send())
+
+
+def test_unknown_client_gets_the_same_answer_as_a_wrong_key() -> None:
+    answers = []
+    for key in (None, b"other" * 8):
+        client = ClientHandshake("agent-1", KEY, LinkParams(), nonce=b"n" * 32)
+        server = ServerHandshake(LinkParams(), nonce=b"s" * 32)
+        with pytest.raises(AuthenticationError):
+            _until_auth(client, server, key)
+        answers.append(server.data_to_send())
+    assert answers[0] == answers[1], "unknown id and wrong key must be indistinguishable on the wire"
+
+
+def test_server_that_does_not_know_the_key_is_refused_by_the_client() -> None:
+    client = ClientHandshake("agent-1", KEY, LinkParams())
+    impostor = ServerHandshake(LinkParams())
+    assert impostor.receive_data(client.data_to_send()) == "agent-1"
+    impostor.set_key(b"guess" * 8)
+    client.receive_data(impostor.data_to_send())
+    # The impostor cannot check the client's MAC either, but suppose it skips the check:
+    impostor._stage = "decide"
+    impostor.accept(new_session_id(), new_token(), 0, resumed=False, session_ttl=1)
+    with pytest.raises(AuthenticationError, match="could not prove"):
+        client.receive_data(impostor.data_to_send())
+
+
+def test_replayed_auth_fails_against_a_fresh_server_nonce() -> None:
+    client = ClientHandshake("agent-1", KEY, LinkParams())
+    server = ServerHandshake(LinkParams())
+    hello = client.data_to_send()
+    server.receive_data(hello)
+    server.set_key(KEY)
+    client.receive_data(server.data_to_send())
+    auth = client.data_to_send()
+    assert isinstance(server.receive_data(auth), ResumeRequest)
+    # An attacker replays the recorded HELLO and AUTH against a new connection.
+    replay = ServerHandshake(LinkParams())
+    replay.receive_data(hello)
+    replay.set_key(KEY)
+    replay.data_to_send()
+    with pytest.raises(AuthenticationError):
+        replay.receive_data(auth)
+
+
+def test_resume_request_carries_session_token_and_position() -> None:
+    sid, token = new_session_id(), new_token()
+    client = ClientHandshake("agent-1", KEY, LinkParams(), ResumeRequest(sid, token, 42))
+    server = ServerHandshake(LinkParams())
+    assert _until_auth(client, server) == ResumeRequest(sid, token, 42)
+    server.reject(ErrorCode.SESSION_EXPIRED, "gone")
+    with pytest.raises(SessionExpired):
+        client.receive_data(server.data_to_send())
+
+
+def test_server_caps_absurd_client_proposals() -> None:
+    absurd = LinkParams(heartbeat_interval=0.001, dead_after=0.002, max_message_size=2**32 - 65, max_inflight=2**32 - 1)
+    client = ClientHandshake("agent-1", KEY, absurd)
+    server = ServerHandshake(LinkParams())
+    _until_auth(client, server)
+    agreed = server.accept(new_session_id(), new_token(), 0, resumed=False, session_ttl=1).params
+    assert agreed.heartbeat_interval >= 0.05, "heartbeat floor"
+    assert agreed.dead_after >= 2 * agreed.heartbeat_interval
+    assert agreed.max_message_size == LinkParams().max_message_size
+    assert agreed.max_inflight == LinkParams().max_inflight
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        encode_frame(FrameType.DATA, b"x" * 20),  # DATA before authentication
+        encode_frame(FrameType.HELLO, b"\x00"),  # truncated HELLO
+        encode_frame(FrameType.HELLO, b"\x01\x01a" + b"n" * 32 + b"p" * 24),  # bad flags
+        encode_frame(FrameType(99) if 99 in FrameType._value2member_map_ else FrameType.PING, b"12345678"),
+    ],
+)
+def test_server_rejects_malformed_hello(frame: bytes) -> None:
+    server = ServerHandshake(LinkParams())
+    with pytest.raises(ProtocolError):
+        server.receive_data(PREFACE + frame)
+    assert b"RLNK" in server.data_to_send(), "the preface and an ERROR frame are queued for the client"
+
+
+def test_client_id_limits() -> None:
+    with pytest.raises(ValueError, match="client_id"):
+        ClientHandshake("", KEY, LinkParams())
+    with pytest.raises(ValueError, match="client_id"):
+        ClientHandshake("x" * 256, KEY, LinkParams())
+    with pytest.raises(ValueError, match="key"):
+        ClientHandshake("a", b"", LinkParams())

@@ -1,0 +1,261 @@
+"""The sans-I/O session core: sequence numbers, ACKs, window, resume, heartbeats, close, bad input."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from reliablelink import ProtocolError, SessionClosed
+from reliablelink._core import LinkDead, LinkParams, PeerClosed, SessionCore, SessionState
+from reliablelink._core._frames import DATA_HEADER, HEADER, U64_FRAME, FrameType, encode_frame
+from reliablelink._core._state import TRANSITIONS, Transition, next_state
+from tests.corepair import attached_pair, drain_inbox, pump, reattach
+
+SMALL = LinkParams(heartbeat_interval=1.0, dead_after=3.0, max_message_size=1024, max_inflight=8, max_inflight_bytes=4096)
+
+
+def test_messages_arrive_in_order_with_sequence_numbers_from_one() -> None:
+    a, b = attached_pair()
+    seqs = [a.send(f"m{i}".encode()) for i in range(5)]
+    assert seqs == [1, 2, 3, 4, 5]
+    pump(a, b)
+    assert drain_inbox(b) == [f"m{i}".encode() for i in range(5)]
+    assert b.received == b.delivered == 5
+
+
+def test_ack_follows_delivery_not_receipt() -> None:
+    a, b = attached_pair(SMALL)
+    for i in range(4):
+        a.send(bytes([i]))
+    pump(a, b)
+    assert a.acked == 0 and len(a.unacked) == 4, "received but not delivered: nothing acknowledged"
+    b.take()
+    b.take()  # a quarter of the window (8 // 4 = 2): a standalone ACK is due
+    pump(a, b)
+    assert a.acked == 2 and len(a.unacked) == 2
+
+
+def test_delayed_ack_timer_acknowledges_a_trickle() -> None:
+    a, b = attached_pair()
+    a.send(b"x")
+    pump(a, b, now=0.0)
+    b.take()
+    assert not b.has_data_to_send(), "one message does not trigger an immediate ACK"
+    deadline = b.next_deadline()
+    assert deadline == pytest.approx(0.0 + b.ack_delay)
+    b.handle_timer(deadline)
+    pump(a, b, now=deadline)
+    assert a.acked == 1 and not a.unacked
+
+
+def test_ack_is_piggybacked_on_data() -> None:
+    a, b = attached_pair()
+    a.send(b"ping")
+    pump(a, b)
+    b.take()
+    b.send(b"pong")  # carries ack=1
+    pump(a, b)
+    assert a.acked == 1
+
+
+def test_window_by_count_and_bytes() -> None:
+    a, b = attached_pair(SMALL)
+    for _ in range(8):
+        assert a.window_open(1)
+        a.send(b"x")
+    assert not a.window_open(1), "max_inflight messages in flight: the window is shut"
+    pump(a, b)
+    drain_inbox(b)
+    pump(a, b)
+    assert a.window_open(1)
+    a2, _ = attached_pair(SMALL)
+    a2.send(b"y" * 4000)
+    assert not a2.window_open(200), "bytes window: 4000 + 200 > 4096"
+    assert a2.window_open(96)
+
+
+def test_oversized_message_goes_alone_when_nothing_is_in_flight() -> None:
+    a, _ = attached_pair(LinkParams(max_inflight_bytes=100))
+    assert a.window_open(1000)
+    a.send(b"z" * 1000)
+    assert not a.window_open(1)
+
+
+def test_resume_resends_exactly_what_the_peer_lacks() -> None:
+    a, b = attached_pair()
+    for i in range(10):
+        a.send(bytes([i]))
+    wire = bytes(a.data_to_send(0))
+    b.receive_data(wire[: len(wire) // 2], 0)  # the connection dies halfway through
+    got_before = drain_inbox(b)
+    reattach(a, b)
+    pump(a, b)
+    got = got_before + drain_inbox(b)
+    assert got == [bytes([i]) for i in range(10)], "every message exactly once, in order"
+    assert a.stats.resent == 10 - len(got_before)
+
+
+def test_resume_does_not_resend_what_waits_undelivered_in_the_peer_inbox() -> None:
+    a, b = attached_pair()
+    for i in range(5):
+        a.send(bytes([i]))
+    pump(a, b)
+    reattach(a, b)
+    pump(a, b)
+    assert a.stats.resent == 0
+    assert len(a.unacked) == 5, "still unacknowledged: the window still counts them"
+    assert drain_inbox(b) == [bytes([i]) for i in range(5)]
+
+
+def test_duplicates_from_a_peer_resending_too_much_are_dropped() -> None:
+    a, b = attached_pair()
+    a.send(b"one")
+    pump(a, b)
+    b.detach()
+    b.attach(b.params, 0, 0.0)
+    # The peer resends seq 1 although we said we hold it.
+    b.receive_data(DATA_HEADER.pack(17 + 3, FrameType.DATA, 1, 0) + b"one", 0.0)
+    assert b.stats.duplicates_dropped == 1
+    assert drain_inbox(b) == [b"one"]
+
+
+def _data(seq: int, ack: int = 0, payload: bytes = b"p") -> bytes:
+    return DATA_HEADER.pack(17 + len(payload), FrameType.DATA, seq, ack) + payload
+
+
+@pytest.mark.parametrize(
+    ("wire", "match"),
+    [
+        (U64_FRAME.pack(9, FrameType.ACK, 5), "never sent"),
+        (_data(2), "gap"),
+        (_data(1) + _data(1), "backwards"),
+        (_data(1, ack=7), "never sent"),
+        (encode_frame(FrameType.PING, b"1234"), "expected 8"),
+        (HEADER.pack(1, 200), "unknown frame type"),
+        (HEADER.pack(2**31, FrameType.DATA), "exceeds the limit"),
+        (DATA_HEADER.pack(5, FrameType.DATA, 1, 0), "too short"),
+        (U64_FRAME.pack(9, FrameType.CLOSE, 0) + _data(1), "after CLOSE"),
+    ],
+)
+def test_bad_input_is_a_protocol_error_with_an_error_frame(wire: bytes, match: str) -> None:
+    _, b = attached_pair()
+    b.data_to_send(0)
+    with pytest.raises(ProtocolError, match=match):
+        b.receive_data(wire, 0.0)
+    assert FrameType.ERROR in bytes(b.data_to_send(0))[4:], "the peer is told why"
+
+
+def test_ack_going_backwards_is_a_protocol_error() -> None:
+    a, b = attached_pair()
+    a.send(b"1")
+    a.send(b"2")
+    pump(a, b)
+    a.receive_data(U64_FRAME.pack(9, FrameType.ACK, 2), 0)
+    with pytest.raises(ProtocolError, match="backwards"):
+        a.receive_data(U64_FRAME.pack(9, FrameType.ACK, 1), 0)
+
+
+def test_peer_exceeding_the_window_is_a_protocol_error() -> None:
+    _, b = attached_pair(SMALL)
+    wire = b"".join(_data(i) for i in range(1, 10))  # 9 > max_inflight 8
+    with pytest.raises(ProtocolError, match="window"):
+        b.receive_data(wire, 0)
+
+
+def test_attach_with_impossible_positions_is_refused() -> None:
+    a = SessionCore(LinkParams())
+    with pytest.raises(ProtocolError, match="never|only 0"):
+        a.attach(a.params, 3, 0)
+    a2, b2 = attached_pair()
+    a2.send(b"x")
+    pump(a2, b2)
+    b2.take()
+    b2.handle_timer(1.0)
+    pump(a2, b2, 1.0)
+    assert a2.acked == 1
+    a2.detach()
+    with pytest.raises(ProtocolError, match="already acknowledged"):
+        a2.attach(a2.params, 0, 2.0)
+
+
+def test_large_message_split_across_many_reads() -> None:
+    a, b = attached_pair()
+    payload = bytes(range(256)) * 4000
+    a.send(payload)
+    wire = bytes(a.data_to_send(0))
+    for i in range(0, len(wire), 1000):
+        b.receive_data(wire[i : i + 1000], 0)
+    assert drain_inbox(b) == [payload]
+
+
+def test_heartbeat_ping_pong_measures_rtt_and_silence_kills_the_link() -> None:
+    a, b = attached_pair(SMALL, now=0.0)
+    assert a.next_deadline() == 1.0, "first deadline: a PING after one idle interval"
+    assert a.handle_timer(1.0) == []
+    assert a.stats.pings_sent == 1
+    b.receive_data(bytes(a.data_to_send(1.0)), 1.0)
+    a.receive_data(bytes(b.data_to_send(1.25)), 1.25)
+    assert a.stats.rtt == pytest.approx(0.25)
+    # Now b goes silent: a declares the link dead dead_after seconds after the last receipt.
+    for t in (2.0, 3.0, 4.0):
+        assert a.handle_timer(t) == []
+    assert a.next_deadline() == pytest.approx(1.25 + 3.0)
+    events = a.handle_timer(4.25)
+    assert events and isinstance(events[0], LinkDead)
+
+
+def test_dead_link_pings_once_per_interval_not_in_a_loop() -> None:
+    a, _ = attached_pair(SMALL, now=0.0)
+    a.handle_timer(1.0)
+    assert a.next_deadline() == 2.0, "a PING stuck behind a full socket still counts as sent"
+
+
+def test_close_handshake() -> None:
+    a, b = attached_pair()
+    a.send(b"last")
+    a.close()
+    with pytest.raises(SessionClosed):
+        a.send(b"too late")
+    assert a.state is SessionState.CLOSING
+    data = bytes(a.data_to_send(0))
+    events = b.receive_data(data, 0)
+    assert any(isinstance(e, PeerClosed) for e in events)
+    assert drain_inbox(b) == [b"last"], "messages before CLOSE are delivered"
+    assert b.state is SessionState.CLOSED
+    a.receive_data(bytes(b.data_to_send(0)), 0)
+    assert a.state is SessionState.CLOSED
+
+
+def test_close_while_detached_is_sent_after_the_replay() -> None:
+    a, b = attached_pair()
+    a.send(b"m")
+    a.detach()
+    b.detach()
+    a.close()
+    assert a.state is SessionState.CLOSING
+    a.attach(a.params, 0, 0)
+    b.attach(b.params, 0, 0)
+    pump(a, b)
+    assert drain_inbox(b) == [b"m"]
+    assert b.peer_closed and a.state is SessionState.CLOSED
+
+
+def test_state_table_rejects_impossible_transitions() -> None:
+    assert next_state(SessionState.DETACHED, Transition.ATTACH) is SessionState.ATTACHED
+    with pytest.raises(RuntimeError, match="invalid session transition"):
+        next_state(SessionState.CLOSED, Transition.ATTACH)
+    finals = {SessionState.CLOSED, SessionState.EXPIRED, SessionState.FAILED}
+    assert not any(state in finals for state, _ in TRANSITIONS), "no edge leaves a final state"
+
+
+def test_u64_sequence_space() -> None:
+    a, b = attached_pair()
+    a.next_seq = 2**64 - 2
+    b.received = b.delivered = b.ack_sent = 2**64 - 3
+    b.detach()
+    b.attach(b.params, 0, 0)
+    a.send(b"big")
+    b.receive_data(bytes(a.data_to_send(0)), 0)
+    assert drain_inbox(b) == [b"big"]
+    assert struct.calcsize(">Q") == 8
