@@ -36,6 +36,7 @@ import math
 import multiprocessing
 import os
 import platform
+import resource
 import statistics
 import struct
 import subprocess
@@ -64,9 +65,21 @@ CASE_LABELS: Final = {
 }
 LATENCY_LABELS: Final = {"raw": "raw Trio (same framing)", "reliablelink": "reliablelink send() + receive()"}
 
-#: Messages per throughput sample in full mode (about 1-2 s for the slowest case on a
-#: small 2-core VM); ``--quick`` divides them by QUICK_DIVISOR.
-FULL_COUNTS: Final = {64: 300_000, 1024: 200_000, 16 * 1024: 40_000}
+#: Messages per throughput sample in full mode, per (case, size): fixed numbers chosen so
+#: that each sample takes about 1-2 s on a small 2-core VM (the fast cases get more
+#: messages, so that no sample is too short to time well). ``--quick`` divides them by
+#: QUICK_DIVISOR; ``--scale`` multiplies them.
+FULL_COUNTS: Final = {
+    ("raw", 64): 120_000,
+    ("send", 64): 800_000,
+    ("send_many", 64): 1_500_000,
+    ("raw", 1024): 120_000,
+    ("send", 1024): 600_000,
+    ("send_many", 1024): 1_000_000,
+    ("raw", 16 * 1024): 80_000,
+    ("send", 16 * 1024): 100_000,
+    ("send_many", 16 * 1024): 100_000,
+}
 QUICK_DIVISOR: Final = 5
 FULL_REPEATS: Final = 5
 QUICK_REPEATS: Final = 3
@@ -79,7 +92,7 @@ WARMUP_COUNT: Final = 5_000
 BATCH: Final = 256
 RECEIVE_MANY: Final = 4096
 RAW_READ: Final = 65536
-JOB_TIMEOUT: Final = 120.0
+JOB_TIMEOUT: Final = 60.0
 
 CLIENT_ID: Final = "bench"
 KEY: Final = b"reliablelink-benchmark-key-0123456789"
@@ -122,8 +135,10 @@ class Tally:
         self.payload_bytes = 0
         self.batches = 0
         self.first_at = 0.0
+        self.first_cpu = 0.0
         self.first_count = 0
         self.last_at = 0.0
+        self.last_cpu = 0.0
         self.errors: list[str] = []
 
     def add(self, batch: list[bytes]) -> None:
@@ -141,11 +156,13 @@ class Tally:
         self.payload_bytes += sum(map(len, batch))
         if self.batches == 0:
             self.first_at = now
+            self.first_cpu = time.process_time()
             self.first_count = n
         self.batches += 1
         self.received = start + n
         if start < self.expected <= self.received:
             self.last_at = now
+            self.last_cpu = time.process_time()
 
     def result(self) -> dict[str, Any]:
         errors = list(self.errors)
@@ -163,6 +180,7 @@ class Tally:
             "first_batch": self.first_count,
             "timed_messages": timed,
             "elapsed_s": elapsed,
+            "cpu_s": self.last_cpu - self.first_cpu,
             "errors": errors,
         }
 
@@ -262,14 +280,16 @@ async def raw_sender(job: Job) -> dict[str, Any]:
     stream = await trio.open_tcp_stream(HOST, job.port)
     async with stream:
         began = time.perf_counter()
+        cpu = time.process_time()
         send_all = stream.send_all
         for i in range(job.count):
             await send_all(pack(job.size, i) + filler)
         sent = time.perf_counter()
+        cpu = time.process_time() - cpu
         await stream.send_eof()
         while await stream.receive_some(RAW_READ):
             pass
-    return {"send_s": sent - began, "total_s": time.perf_counter() - began}
+    return {"send_s": sent - began, "send_cpu_s": cpu, "total_s": time.perf_counter() - began}
 
 
 async def rl_sender(job: Job) -> dict[str, Any]:
@@ -277,6 +297,7 @@ async def rl_sender(job: Job) -> dict[str, Any]:
     pack = SEQ.pack
     async with reliablelink.connect(f"tcp://{HOST}:{job.port}", client_id=CLIENT_ID, key=KEY) as session:
         began = time.perf_counter()
+        cpu = time.process_time()
         if job.case == "send":
             send = session.send
             for i in range(job.count):
@@ -285,12 +306,14 @@ async def rl_sender(job: Job) -> dict[str, Any]:
             for start in range(0, job.count, BATCH):
                 await session.send_many([pack(i) + filler for i in range(start, min(job.count, start + BATCH))])
         sent = time.perf_counter()
+        cpu = time.process_time() - cpu
         await session.drain()
         drained = time.perf_counter()
         stats = session.stats
     closed = time.perf_counter()
     return {
         "send_s": sent - began,
+        "send_cpu_s": cpu,
         "drain_s": drained - sent,
         "close_s": closed - drained,
         "total_s": closed - began,
@@ -490,9 +513,10 @@ class Pair:
                 raise BenchFailure(f"receiver failed before listening:\n{value}")
             self.tx.submit(replace(client_job, port=value))
             tx_kind, tx_value = self.tx.receive(JOB_TIMEOUT + 10)
-            rx_kind, rx_value = self.rx.receive(JOB_TIMEOUT + 10)
             if tx_kind != "ok":
+                # The receiver may wait for a connection until its timeout: restart it now.
                 raise BenchFailure(f"sender failed:\n{tx_value}")
+            rx_kind, rx_value = self.rx.receive(JOB_TIMEOUT + 10)
             if rx_kind != "ok":
                 raise BenchFailure(f"receiver failed:\n{rx_value}")
             return rx_value, tx_value
@@ -509,6 +533,11 @@ class Pair:
     def stop(self) -> None:
         self.rx.stop()
         self.tx.stop()
+
+    def cpu(self) -> float | None:
+        """CPU seconds used so far by both workers (Linux), or ``None``."""
+        rx, tx = process_cpu(self.rx.process.pid), process_cpu(self.tx.process.pid)
+        return None if rx is None or tx is None else rx + tx
 
 
 # -- measurements ----------------------------------------------------------------------
@@ -537,7 +566,14 @@ def measure_throughput(pair: Pair, case: str, size: int, count: int) -> dict[str
         sample["error"] = fail_loudly(f"{case} {size} B", errors)
         return sample
     rate = rx["timed_messages"] / rx["elapsed_s"]
-    sample.update(ok=True, msgs_per_s=rate, mb_per_s=rate * size / 1e6, elapsed_s=rx["elapsed_s"])
+    sample.update(
+        ok=True,
+        msgs_per_s=rate,
+        mb_per_s=rate * size / 1e6,
+        elapsed_s=rx["elapsed_s"],
+        receiver_cpu=rx["cpu_s"] / rx["elapsed_s"],
+        sender_cpu=tx["send_cpu_s"] / tx["send_s"],
+    )
     return sample
 
 
@@ -582,6 +618,19 @@ def percentile(ordered: list[float], q: float) -> float:
 T = TypeVar("T")
 
 
+def noise_summary(kept: list[dict[str, Any]], discarded: list[dict[str, Any]], guard: NoiseGuard) -> dict[str, Any]:
+    levels = [s["background_cores"] for s in kept if s.get("background_cores") is not None]
+    return {
+        "threshold_cores": NOISY,
+        "kept": len(kept),
+        "noisy_kept": sum(1 for b in levels if b > NOISY),
+        "median_background_cores": statistics.median(levels) if levels else None,
+        "max_background_cores": max(levels) if levels else None,
+        "discarded": len(discarded),
+        "waited_s": guard.waited,
+    }
+
+
 def rotated(items: tuple[T, ...], by: int) -> list[T]:
     by %= len(items)
     return [*items[by:], *items[:by]]
@@ -601,10 +650,13 @@ def summarize(samples: list[dict[str, Any]], latency: list[dict[str, Any]]) -> d
             if ok:
                 rates = [s["msgs_per_s"] for s in ok]
                 row.update(
+                    messages=ok[0]["messages"],
                     median_msgs_per_s=statistics.median(rates),
                     median_mb_per_s=statistics.median(rates) * size / 1e6,
                     min_msgs_per_s=min(rates),
                     max_msgs_per_s=max(rates),
+                    median_receiver_cpu=statistics.median(s["receiver_cpu"] for s in ok),
+                    median_sender_cpu=statistics.median(s["sender_cpu"] for s in ok),
                 )
                 if case == "raw":
                     base = row["median_msgs_per_s"]
@@ -634,25 +686,26 @@ def summarize(samples: list[dict[str, Any]], latency: list[dict[str, Any]]) -> d
 
 
 def markdown(summary: dict[str, Any], info: dict[str, Any], config: dict[str, Any]) -> str:
-    counts = ", ".join(f"{size_label(s)}: {n:,}" for s, n in config["counts"].items())
     lines = [
         "## Throughput (one way, loopback TCP, sender and receiver in separate processes)",
         "",
-        f"{config['repeats']} samples per row, cases interleaved; messages per sample: {counts}. "
-        "Rates are measured on the receiver; MB = 10^6 payload bytes.",
+        f"{config['repeats']} samples per row, cases and sizes interleaved. Rates are measured on the receiver, "
+        "first to last message; MB = 10^6 payload bytes. CPU = share of one core used by the receiving / "
+        "sending process while the messages flowed.",
         "",
-        "| case | size | median msgs/s | median MB/s | min\u2013max msgs/s | vs raw Trio |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| case | size | median msgs/s | median MB/s | min\u2013max msgs/s | vs raw Trio "
+        "| msgs/sample | CPU recv / send |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary["throughput"]:
         label = CASE_LABELS[row["case"]]
         if "median_msgs_per_s" not in row:
-            lines.append(f"| {label} | {size_label(row['size'])} | FAILED | | | |")
+            lines.append(f"| {label} | {size_label(row['size'])} | FAILED | | | | | |")
             continue
-        ratio = row["ratio_vs_raw"]
         lines.append(
             f"| {label} | {size_label(row['size'])} | {row['median_msgs_per_s']:,.0f} | {row['median_mb_per_s']:,.1f} "
-            f"| {row['min_msgs_per_s']:,.0f}{DASH}{row['max_msgs_per_s']:,.0f} | {ratio_text(ratio)} |"
+            f"| {row['min_msgs_per_s']:,.0f}{DASH}{row['max_msgs_per_s']:,.0f} | {ratio_text(row['ratio_vs_raw'])} "
+            f"| {row['messages']:,} | {row['median_receiver_cpu']:.0%} / {row['median_sender_cpu']:.0%} |"
         )
     lines += [
         "",
@@ -680,10 +733,27 @@ def markdown(summary: dict[str, Any], info: dict[str, Any], config: dict[str, An
         f"reliablelink {info['reliablelink']} ({info['git']}).",
         f"Mode: {'quick' if config['quick'] else 'full'}; started {info['started']}, took {info['duration_s']:.0f} s.",
     ]
+    noise = info["noise"]
+    if noise["max_background_cores"] is None:
+        lines.append("CPU use by other processes was not measured (needs Linux /proc).")
+    else:
+        lines.append(
+            f"Other processes' CPU use during the kept samples: median {noise['median_background_cores']:.0%}, "
+            f"max {noise['max_background_cores']:.0%} of a core; {noise['discarded']} noisy sample(s) retaken, "
+            f"{noise['waited_s']:.0f} s spent waiting for an idle machine."
+        )
+        if noise["noisy_kept"]:
+            lines += [
+                "",
+                f"**Warning: {noise['noisy_kept']} of {noise['kept']} samples were taken while other processes used "
+                f"more than {NOISY:.0%} of a core; those numbers are disturbed. Rerun on a quiet machine.**",
+            ]
     return "\n".join(lines) + "\n"
 
 
 DASH: Final = "\u2013"
+#: Average cores used by other processes above which the results are flagged as disturbed.
+NOISY: Final = 0.1
 
 
 def ratio_text(ratio: float | None) -> str:
@@ -710,6 +780,96 @@ def machine_info() -> dict[str, Any]:
         "git": git_state(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+
+
+class NoiseGuard:
+    """Keeps other processes' CPU use out of the samples, as far as it can (Linux only).
+
+    The benchmark wants two idle cores. Before each sample it waits (within a total budget)
+    until the machine is idle; after it, it computes how much CPU other processes used
+    during the sample (busy time of the machine from ``/proc/stat`` minus the CPU time of
+    this process and of the two workers) and has the sample taken again, a few times at
+    most, if that was more than NOISY of a core. Elsewhere it does nothing.
+    """
+
+    def __init__(self, max_wait: float, retries: int) -> None:
+        self.budget = max_wait
+        self.retries = retries
+        self.waited = 0.0
+        self.enabled = machine_cpu() is not None
+
+    def wait_until_idle(self) -> None:
+        announced = False
+        while self.enabled and self.budget > 0:
+            began = time.perf_counter()
+            before = machine_cpu()
+            time.sleep(0.25)
+            after = machine_cpu()
+            spent = time.perf_counter() - began
+            if before is None or after is None or (after[0] - before[0]) / spent < NOISY:
+                return
+            if not announced:
+                busy = (after[0] - before[0]) / spent
+                print(f"  (machine busy: {busy:.0%} of a core used elsewhere; waiting for it to calm down)", flush=True)
+                announced = True
+            time.sleep(0.75)
+            spent = time.perf_counter() - began
+            self.budget -= spent
+            self.waited += spent
+
+    def snapshot(self, pair: Pair) -> tuple[float, float, float] | None:
+        machine = machine_cpu()
+        workers = pair.cpu()
+        if machine is None or workers is None:
+            return None
+        return time.perf_counter(), machine[0], workers + self_cpu()
+
+    def background(self, before: tuple[float, float, float] | None, pair: Pair) -> float | None:
+        """Cores used by other processes on average since ``before``."""
+        after = self.snapshot(pair)
+        if before is None or after is None:
+            return None
+        wall = after[0] - before[0]
+        return max(0.0, (after[1] - before[1]) - (after[2] - before[2])) / wall
+
+    def run(self, pair: Pair, measure: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Take one sample; return it and the noisy attempts that were discarded."""
+        discarded: list[dict[str, Any]] = []
+        while True:
+            self.wait_until_idle()
+            before = self.snapshot(pair)
+            sample = measure()
+            sample["background_cores"] = background = self.background(before, pair)
+            if not sample["ok"] or background is None or background <= NOISY or len(discarded) >= self.retries:
+                return sample, discarded
+            print(f"  (discarded: other processes used {background:.0%} of a core; measuring again)", flush=True)
+            discarded.append(sample)
+
+
+def machine_cpu() -> tuple[float, float] | None:
+    """Seconds the whole machine spent busy, and stolen by the hypervisor, since boot."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    tick = os.sysconf("SC_CLK_TCK")
+    # Steal is time the hypervisor gave to other machines: it disturbs the run too.
+    return (user + nice + system + irq + softirq + steal) / tick, steal / tick
+
+
+def process_cpu(pid: int | None) -> float | None:
+    """User + system CPU seconds of a live process (Linux), or ``None``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return me.ru_utime + me.ru_stime
 
 
 def cpu_model() -> str:
@@ -753,18 +913,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, help="samples per case (default 5, or 3 with --quick; at least 3)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the message counts by this factor")
+    parser.add_argument(
+        "--retries", type=int, default=3, help="times a sample disturbed by other processes is taken again (default 3)"
+    )
+    parser.add_argument(
+        "--max-wait", type=float, default=300, help="seconds in all to wait for an idle machine (default 300)"
+    )
     args = parser.parse_args(argv)
 
     repeats = args.repeats or (QUICK_REPEATS if args.quick else FULL_REPEATS)
     if repeats < 3:
         parser.error("--repeats must be at least 3")
     divisor = QUICK_DIVISOR if args.quick else 1
-    counts = {size: max(1000, int(n * args.scale) // divisor) for size, n in FULL_COUNTS.items()}
+    counts = {key: max(1000, int(n * args.scale) // divisor) for key, n in FULL_COUNTS.items()}
     rounds = QUICK_ROUND_TRIPS if args.quick else FULL_ROUND_TRIPS
     config = {
         "quick": args.quick,
         "repeats": repeats,
-        "counts": counts,
+        "counts": [{"case": c, "size": z, "messages": n} for (c, z), n in counts.items()],
         "round_trips": rounds,
         "latency_warmup": LATENCY_WARMUP,
         "send_many_batch": BATCH,
@@ -773,10 +939,14 @@ def main(argv: list[str] | None = None) -> int:
         "argv": sys.argv,
     }
     info = machine_info()
+    if info["loadavg_before"] and info["loadavg_before"][0] > NOISY * 5:
+        print(f"note: load average is {info['loadavg_before'][0]:.2f}; the machine may not be idle", file=sys.stderr)
     began = time.perf_counter()
     samples: list[dict[str, Any]] = []
     latency: list[dict[str, Any]] = []
     warmup_failures: list[str] = []
+    guard = NoiseGuard(args.max_wait, args.retries)
+    discarded: list[dict[str, Any]] = []
     pair = Pair()
     try:
         print(f"warming up ({len(THROUGHPUT_CASES) * len(SIZES)} short runs, discarded)...", flush=True)
@@ -785,26 +955,31 @@ def main(argv: list[str] | None = None) -> int:
                 s = measure_throughput(pair, case, size, WARMUP_COUNT)
                 if not s["ok"]:
                     warmup_failures.append(s["error"])
-        step = 0
         for rep in range(repeats):
+            # Rotate both orders each round, so no case always runs first or right after another.
             for size in rotated(SIZES, rep):
-                for case in rotated(THROUGHPUT_CASES, rep + step):
-                    s = measure_throughput(pair, case, size, counts[size])
+                for case in rotated(THROUGHPUT_CASES, rep):
+                    s, noisy = guard.run(
+                        pair, functools.partial(measure_throughput, pair, case, size, counts[case, size])
+                    )
                     s["repeat"] = rep
                     samples.append(s)
-                    step += 1
+                    discarded += noisy
                     shown = f"{s['msgs_per_s']:>12,.0f} msgs/s {s['mb_per_s']:>9,.1f} MB/s" if s["ok"] else "FAILED"
                     print(f"[{rep + 1}/{repeats}] {CASE_LABELS[case]:<36} {size_label(size):>6}: {shown}", flush=True)
             for case in rotated(LATENCY_CASES, rep):
-                s = measure_latency(pair, case, rounds, LATENCY_WARMUP)
+                s, noisy = guard.run(pair, functools.partial(measure_latency, pair, case, rounds, LATENCY_WARMUP))
                 s["repeat"] = rep
                 latency.append(s)
+                discarded += noisy
                 shown = f"p50 {s['p50_us']:7.1f} us  p99 {s['p99_us']:7.1f} us" if s["ok"] else "FAILED"
                 print(f"[{rep + 1}/{repeats}] latency {LATENCY_LABELS[case]:<32}: {shown}", flush=True)
     finally:
         pair.stop()
 
     info["duration_s"] = time.perf_counter() - began
+    info["noise"] = noise_summary(samples + latency, discarded, guard)
+    info["loadavg_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     summary = summarize(samples, latency)
     failures = warmup_failures + [s["error"] for s in samples + latency if not s["ok"]]
     table = markdown(summary, info, config)
@@ -817,6 +992,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "throughput_samples": samples,
         "latency_samples": latency,
+        "discarded_noisy_samples": discarded,
         "failures": failures,
     }
     write_atomically(args.out / "throughput.json", json.dumps(document, indent=1) + "\n")
@@ -824,6 +1000,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table, end="")
     print(f"\nwrote {args.out / 'throughput.json'} and {args.out / 'throughput.md'}")
+    if info["noise"]["noisy_kept"]:
+        print(f"\nwarning: {info['noise']['noisy_kept']} sample(s) disturbed by other processes", file=sys.stderr)
     if failures:
         print(f"\n!!!!!! {len(failures)} FAILURE(S); see above !!!!!!", file=sys.stderr)
         return 1

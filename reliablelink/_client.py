@@ -79,7 +79,7 @@ class _Client:
         self.key = key
         self.opts = opts
         self.stream_options = StreamOptions(opts.ssl_context, opts.params.dead_after, opts.params.max_message_size)
-        self.rng = random.Random()
+        self.rng = random.Random(opts.reconnect_backoff.seed)
 
     async def run(self, task_status: trio.TaskStatus[Session] = trio.TASK_STATUS_IGNORED) -> None:
         opts = self.opts

@@ -29,11 +29,13 @@ class Backoff:
         initial: upper bound of the first wait, seconds.
         maximum: cap of the upper bound, seconds.
         multiplier: growth per failed attempt.
+        seed: seed of the jitter's random numbers, for reproducible tests (``None``: random).
     """
 
     initial: float = 0.1
     maximum: float = 5.0
     multiplier: float = 2.0
+    seed: int | str | None = None
 
     def __post_init__(self) -> None:
         if not (0 < self.initial <= self.maximum and self.multiplier >= 1):

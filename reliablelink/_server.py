@@ -10,7 +10,16 @@ from typing import Any, NoReturn, final
 
 import trio
 
-from ._core import ErrorCode, ResumeRequest, ServerHandshake, SessionCore, Transition, new_session_id, new_token
+from ._core import (
+    ErrorCode,
+    ResumeRequest,
+    ServerHandshake,
+    SessionCore,
+    SessionState,
+    Transition,
+    new_session_id,
+    new_token,
+)
 from ._core._handshake import HandshakeResult
 from ._errors import AuthenticationError, ProtocolError, ReliableLinkError, SessionExpired
 from ._options import ServerOptions
@@ -173,7 +182,8 @@ class Server:
                 session._finish(SessionExpired(f"the session was detached for longer than session_ttl ({ttl} s)"), Transition.EXPIRE)
 
     def _forget(self, session: Session) -> None:
-        if self._sessions.pop(session._session_id, None) is not None:
+        if self._sessions.pop(session._session_id, None) is not None and session._state is SessionState.CLOSED:
+            # Remembered so that a late resume hears "closed", not "expired".
             self._closed[session._session_id] = None
             while len(self._closed) > _CLOSED_REMEMBERED:
                 self._closed.popitem(last=False)

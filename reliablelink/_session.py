@@ -156,7 +156,7 @@ class Session:
             offline += trio.current_time() - self._offline_since
         return SessionStats(
             sent=s.sent,
-            received=s.delivered,
+            received=c.delivered,
             resent=s.resent,
             acked=s.acked,
             in_flight=len(c.unacked),
@@ -479,10 +479,9 @@ class Session:
             link.timer_lot.unpark()
         for event in events:
             if isinstance(event, PeerClosed):
-                # Wake everyone: receivers finish the inbox then see the close; senders and
-                # drain/aclose see it at once.
-                self._wake_all()
-                link.writer_lot.unpark()
+                # Receivers finish the inbox, then see the close; senders and drain see it
+                # at once. The writer flushes our CLOSE reply, then ends the connection.
+                self._finish(SessionClosed("the peer closed the session"), Transition.CLOSE_DONE)
             elif isinstance(event, PeerError):
                 self._on_peer_error(link, event)
 

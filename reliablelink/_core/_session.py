@@ -59,7 +59,6 @@ class CoreStats:
     Attributes:
         sent: messages accepted by ``send`` (each counted once, however often resent).
         received: messages received in order and queued for the application.
-        delivered: messages handed to the application.
         resent: DATA frames sent again after a reconnect.
         duplicates_dropped: DATA frames dropped because that sequence number was already held.
         acked: messages the peer has acknowledged.
@@ -70,7 +69,6 @@ class CoreStats:
 
     sent: int = 0
     received: int = 0
-    delivered: int = 0
     resent: int = 0
     duplicates_dropped: int = 0
     acked: int = 0
@@ -458,9 +456,10 @@ class SessionCore:
         if not self._frame_limit:
             return []
         p = self.params
-        silence = now - self.last_recv
-        if silence >= p.dead_after:
-            return [LinkDead(silence)]
+        # Compare with the same sum next_deadline() returned: ``now - last_recv >= dead_after``
+        # can be false at that very instant through float rounding, and the timer would spin.
+        if now >= self.last_recv + p.dead_after:
+            return [LinkDead(now - self.last_recv)]
         if now >= self._ack_due:
             if self.delivered != self.ack_sent:
                 self._queue_ack()

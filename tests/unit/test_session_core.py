@@ -259,3 +259,14 @@ def test_u64_sequence_space() -> None:
     b.receive_data(bytes(a.data_to_send(0)), 0)
     assert drain_inbox(b) == [b"big"]
     assert struct.calcsize(">Q") == 8
+
+
+def test_timer_fires_exactly_at_the_deadline_it_announced() -> None:
+    """Float rounding must not leave a deadline that never fires (the timer would spin)."""
+    start = next(t for t in (5.0 + i * 0.0137 for i in range(10_000)) if (t + 3.0) - t < 3.0)
+    a, _ = attached_pair(SMALL, now=start)
+    a.last_send = start + 100  # no PING due: only the dead-link deadline remains
+    deadline = a.next_deadline()
+    assert deadline == start + 3.0
+    events = a.handle_timer(deadline)
+    assert events and isinstance(events[0], LinkDead), "at the announced deadline the link is dead"
