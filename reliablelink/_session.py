@@ -424,6 +424,7 @@ class Session:
         that ends the session is recorded with :meth:`_finish`.
         """
         if self._error is not None:
+            await trio.aclose_forcefully(stream)
             return
         self._detach_now(_LinkLost("replaced by a newer connection"))
         core = self._core
@@ -433,6 +434,7 @@ class Session:
             # The peer lost messages it had promised to hold: continuing would lose or
             # repeat messages, so the session ends here with the reason.
             self._finish(exc)
+            await trio.aclose_forcefully(stream)
             return
         link = _Link(stream)
         self._link = link

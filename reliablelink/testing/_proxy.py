@@ -103,8 +103,11 @@ class ChaosProxy:
                     nursery.start_soon(self._pump, conn, upstream, client, nursery.cancel_scope)
         finally:
             self._live.discard(conn)
-            await trio.aclose_forcefully(client)
-            await trio.aclose_forcefully(upstream)
+            # Shielded: if we are being cancelled, the first aclose would re-raise Cancelled
+            # and skip the second, leaking a socket.
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(client)
+                await trio.aclose_forcefully(upstream)
 
     async def _pump(
         self, conn: _Proxied, source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope

@@ -49,7 +49,11 @@ class TCPTransport:
         """Connect (happy eyeballs over every address of the host)."""
         host, port = _host_port(url)
         stream = await trio.open_tcp_stream(host, port)
-        tune_socket(stream.socket, options.dead_after)
+        try:
+            tune_socket(stream.socket, options.dead_after)
+        except OSError:
+            await trio.aclose_forcefully(stream)
+            raise
         return stream
 
     async def serve(

@@ -1,0 +1,212 @@
+"""Real loopback TCP: killed connections, pulled cables, socket options, hostile bytes."""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+
+import pytest
+import trio
+
+import reliablelink
+from reliablelink._core import ClientHandshake, LinkParams
+from reliablelink._core._frames import DATA_HEADER, HEADER, PREFACE, U64_FRAME, FrameType
+from reliablelink.demo._echo import echo_with_cuts
+from reliablelink.testing import ChaosProxy, Ledger, number_of, numbered
+from reliablelink.transports import StreamOptions, TCPTransport
+from tests.conftest import KEY, start_server
+
+FAST = {"heartbeat_interval": 0.2, "dead_after": 0.6, "reconnect_backoff": (0.005, 0.1)}
+SERVER_FAST = {"heartbeat_interval": 0.2, "dead_after": 0.6}
+
+
+async def echo(session: reliablelink.Session) -> None:
+    async for data in session:
+        await session.send(data)
+
+
+async def test_thousands_of_messages_survive_dozens_of_killed_connections() -> None:
+    report = await echo_with_cuts(messages=4000, cuts=40, size=100, say=lambda _: None)
+    assert report.cuts == 40
+    assert report.reconnects >= 40, f"every cut forced a reconnect ({report.reconnects})"
+    assert report.resent > 0, "cuts landed with messages in flight"
+    assert report.upstream.exact, report.upstream.line("client -> server")
+    assert report.downstream.exact, report.downstream.line("server -> client")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_independent_streams_both_ways_with_random_kills(seed: int) -> None:
+    """Client and server each push their own stream while the proxy resets connections at
+    random moments (seeded: rerun with the seed printed in the failure)."""
+    rng = random.Random(seed)
+    total = 3000
+    up, down = Ledger(), Ledger()
+
+    async def push(session: reliablelink.Session, ledger: Ledger, sizes: random.Random) -> None:
+        for i in range(total):
+            await session.send(numbered(i, sizes.randrange(8, 2000)))
+            ledger.on_send(i)
+
+    async def pull(session: reliablelink.Session, ledger: Ledger) -> None:
+        while ledger.received < total:
+            ledger.on_receive(number_of(await session.receive()))
+
+    async def handler(session: reliablelink.Session) -> None:
+        async with trio.open_nursery() as n:
+            n.start_soon(push, session, down, random.Random(seed + 1000))
+            n.start_soon(pull, session, up)
+        await session.drain()
+
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, handler, "tcp://127.0.0.1:0", **SERVER_FAST)
+            proxy = ChaosProxy(server.url)
+            url = await nursery.start(proxy.run)
+            async with reliablelink.connect(
+                url, client_id="agent-1", key=KEY, max_inflight=256, **FAST
+            ) as session:
+
+                async def chaos() -> None:
+                    while True:
+                        # Kill after a random amount of progress, so cuts land mid-stream.
+                        target = up.received + down.received + rng.randrange(50, 400)
+                        while up.received + down.received < target:
+                            await trio.sleep(0.001)
+                        proxy.kill_all()
+
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(chaos)
+                    async with trio.open_nursery() as traffic:
+                        traffic.start_soon(push, session, up, random.Random(seed))
+                        traffic.start_soon(pull, session, down)
+                    inner.cancel_scope.cancel()
+                await session.drain()
+                reconnects = session.stats.reconnects
+            nursery.cancel_scope.cancel()
+    assert proxy.kills >= 5, f"seed {seed}: only {proxy.kills} kills"
+    assert reconnects >= 5, f"seed {seed}: only {reconnects} reconnects"
+    for name, ledger in (("client -> server", up), ("server -> client", down)):
+        assert ledger.result().exact, f"seed {seed}: {ledger.result().line(name)}"
+
+
+async def test_blackholed_connection_is_detected_and_replaced() -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, echo, "tcp://127.0.0.1:0", **SERVER_FAST)
+            proxy = ChaosProxy(server.url)
+            url = await nursery.start(proxy.run)
+            async with reliablelink.connect(url, client_id="agent-1", key=KEY, **FAST) as session:
+                await session.send(b"before")
+                assert await session.receive() == b"before"
+                proxy.blackhole_all()  # bytes vanish both ways; no FIN, no RST
+                await session.send(b"during")
+                assert await session.receive() == b"during", "resent on the new connection"
+                assert session.stats.reconnects == 1
+            nursery.cancel_scope.cancel()
+
+
+async def test_tcp_sockets_get_nodelay_user_timeout_and_keepalive() -> None:
+    async with trio.open_nursery() as nursery:
+        accepted: list[trio.SocketStream] = []
+
+        async def keep(stream: trio.abc.Stream) -> None:
+            assert isinstance(stream, trio.SocketStream)
+            accepted.append(stream)
+            await trio.sleep_forever()
+
+        from urllib.parse import urlsplit
+
+        transport = TCPTransport()
+        opts = StreamOptions(dead_after=7.0)
+        url = await nursery.start(transport.serve, urlsplit("tcp://127.0.0.1:0"), keep, opts)
+        client = await transport.open_stream(urlsplit(url), opts)
+        while not accepted:
+            await trio.sleep(0.001)
+        for stream in (client, accepted[0]):
+            assert isinstance(stream, trio.SocketStream)
+            sock = stream.socket
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 7000
+        await client.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def _raw_session(url: str) -> trio.SocketStream:
+    """A hand-driven client that completes the handshake, for sending hostile frames."""
+    host, port = url.removeprefix("tcp://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    hs = ClientHandshake("agent-1", KEY, LinkParams())
+    await stream.send_all(hs.data_to_send())
+    while True:
+        data = await stream.receive_some(4096)
+        assert data, "server closed during the handshake"
+        if hs.receive_data(data) is not None:
+            return stream
+        out = hs.data_to_send()
+        if out:
+            await stream.send_all(out)
+
+
+async def _read_until_closed(stream: trio.SocketStream) -> bytes:
+    got = b""
+    with trio.fail_after(10):
+        try:
+            while data := await stream.receive_some(65536):
+                got += data
+        except trio.BrokenResourceError:
+            pass
+    return got
+
+
+HOSTILE_BEFORE_HANDSHAKE = {
+    "garbage preface": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "wrong version": b"RLNK\x00\x07\r\n",
+    "oversized length": PREFACE + HEADER.pack(2**32 - 1, FrameType.HELLO),
+    "unknown frame type": PREFACE + HEADER.pack(1, 77),
+    "DATA before handshake": PREFACE + DATA_HEADER.pack(18, FrameType.DATA, 1, 0) + b"x",
+}
+HOSTILE_AFTER_HANDSHAKE = {
+    "ACK of a sequence never sent": U64_FRAME.pack(9, FrameType.ACK, 10),
+    "sequence jump": DATA_HEADER.pack(18, FrameType.DATA, 5, 0) + b"x",
+    "unknown frame type": HEADER.pack(1, 99),
+    "oversized length": HEADER.pack(2**31, FrameType.DATA),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_BEFORE_HANDSHAKE) + [f"after: {n}" for n in sorted(HOSTILE_AFTER_HANDSHAKE)])
+async def test_hostile_bytes_close_that_connection_and_the_server_keeps_serving(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, echo, "tcp://127.0.0.1:0")
+            if name.startswith("after: "):
+                stream = await _raw_session(server.url)
+                await stream.send_all(HOSTILE_AFTER_HANDSHAKE[name.removeprefix("after: ")])
+            else:
+                host, port = server.url.removeprefix("tcp://").rsplit(":", 1)
+                stream = await trio.open_tcp_stream(host, int(port))
+                await stream.send_all(HOSTILE_BEFORE_HANDSHAKE[name])
+            answer = await _read_until_closed(stream)
+            assert struct.pack(">B", FrameType.ERROR) in answer, "the server says why before closing"
+            await stream.aclose()
+            # The server is still up and serves a legitimate client.
+            async with reliablelink.connect(server.url, client_id="agent-1", key=KEY) as session:
+                await session.send(b"still here")
+                assert await session.receive() == b"still here"
+            nursery.cancel_scope.cancel()
+
+
+async def test_truncated_stream_mid_frame_is_just_a_lost_connection() -> None:
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, echo, "tcp://127.0.0.1:0")
+            stream = await _raw_session(server.url)
+            await stream.send_all(DATA_HEADER.pack(1017, FrameType.DATA, 1, 0) + b"only part of it")
+            await stream.aclose()
+            async with reliablelink.connect(server.url, client_id="agent-1", key=KEY) as session:
+                await session.send(b"ok")
+                assert await session.receive() == b"ok"
+            nursery.cancel_scope.cancel()
