@@ -98,10 +98,18 @@ class _Client:
             except _TRANSIENT as exc:
                 now = trio.current_time()
                 if session is None and now >= give_up_at:
-                    raise ConnectionFailed(f"could not connect to {self.url.geturl()} within {opts.connect_timeout} s: {exc!r}") from exc
+                    raise ConnectionFailed(
+                        f"could not connect to {self.url.geturl()} within {opts.connect_timeout} s: {exc!r}"
+                    ) from exc
                 delay = opts.reconnect_backoff.delay(attempt, self.rng)
                 attempt += 1
-                log.debug("connection attempt %d to %s failed (%r); retrying in %.3f s", attempt, self.url.geturl(), exc, delay)
+                log.debug(
+                    "connection attempt %d to %s failed (%r); retrying in %.3f s",
+                    attempt,
+                    self.url.geturl(),
+                    exc,
+                    delay,
+                )
                 if session is None:
                     delay = min(delay, give_up_at - now)
                 await trio.sleep(delay)

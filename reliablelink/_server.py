@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 from collections import OrderedDict
@@ -94,7 +95,7 @@ class Server:
             if not data:
                 raise trio.BrokenResourceError("client left during the handshake")
             try:
-                step = hs.receive_data(data)
+                step = hs.receive_data(bytes(data))
                 if isinstance(step, str):
                     hs.set_key(self._keys(step))
                 elif isinstance(step, ResumeRequest):
@@ -105,10 +106,8 @@ class Server:
                 # One line per refused client, with its address; never a key or a token.
                 log.info("refused %s (client id %r): %s", peer, hs.client_id, exc)
                 with trio.move_on_after(1):
-                    try:
+                    with contextlib.suppress(*_LINK_ERRORS):
                         await stream.send_all(hs.data_to_send())
-                    except _LINK_ERRORS:
-                        pass
                 raise _Refused() from exc
             out = hs.data_to_send()
             if out:
@@ -127,13 +126,14 @@ class Server:
             self._sessions[sid] = session
             self._nursery.start_soon(self._supervise, session)
             return session, result
-        session = self._sessions.get(req.session_id)
-        if session is None or session._finished:
+        found = self._sessions.get(req.session_id)
+        if found is None or found._finished:
             if req.session_id in self._closed:
                 hs.reject(ErrorCode.SESSION_CLOSED, "this session was closed")
                 raise _Refused("resume of a closed session")
             hs.reject(ErrorCode.SESSION_EXPIRED, "unknown or expired session")
             raise _Refused("resume of an unknown or expired session")
+        session = found
         # Same answer for another client's session and for a wrong token.
         owner_ok = hmac.compare_digest(session.client_id.encode(), hs.client_id.encode())
         token_ok = hmac.compare_digest(req.token, session._token) or (
@@ -177,9 +177,12 @@ class Server:
                 continue
             with trio.move_on_after(ttl) as scope:
                 await session.wait_link_change()
-            if scope.cancelled_caught and session.link_state is not LinkState.CONNECTED:
-                log.info("session %s (client %r) expired after %.1f s detached", session.session_id, session.client_id, ttl)
-                session._finish(SessionExpired(f"the session was detached for longer than session_ttl ({ttl} s)"), Transition.EXPIRE)
+            if scope.cancelled_caught and session.link_state is LinkState.RECONNECTING:
+                log.info(
+                    "session %s (client %r) expired after %.1f s detached", session.session_id, session.client_id, ttl
+                )
+                expired = SessionExpired(f"the session was detached for longer than session_ttl ({ttl} s)")
+                session._finish(expired, Transition.EXPIRE)
 
     def _forget(self, session: Session) -> None:
         if self._sessions.pop(session._session_id, None) is not None and session._state is SessionState.CLOSED:

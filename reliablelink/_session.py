@@ -10,6 +10,7 @@ and ``send``/``receive`` only touch the core and wake the tasks.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 from collections.abc import Iterable
@@ -457,10 +458,8 @@ class Session:
             with trio.CancelScope(shield=True):
                 if last_words:
                     with trio.move_on_after(1):
-                        try:
+                        with contextlib.suppress(*_LINK_ERRORS):
                             await stream.send_all(last_words)
-                        except _LINK_ERRORS:
-                            pass
                 await trio.aclose_forcefully(stream)
 
     def _feed(self, link: _Link, data: bytes) -> None:
@@ -501,7 +500,7 @@ class Session:
                 if not data:
                     link.fail(_LinkLost("peer closed the connection"))
                     return
-                self._feed(link, data)
+                self._feed(link, data if type(data) is bytes else bytes(data))
         except _LINK_ERRORS as exc:
             link.fail(exc)
 

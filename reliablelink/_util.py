@@ -57,4 +57,3 @@ def key_lookup(keys: Mapping[str, bytes | str] | KeyLookup) -> KeyLookup:
         return keys
     table = {cid: key_bytes(k) for cid, k in keys.items()}
     return table.get
-

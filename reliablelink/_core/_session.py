@@ -372,7 +372,8 @@ class SessionCore:
                             self.inbox_bytes > self.params.max_inflight_bytes and len(inbox) > 1
                         ):
                             raise ProtocolError(
-                                f"peer exceeded the window ({len(inbox)} messages, {self.inbox_bytes} bytes unacknowledged)"
+                                f"peer exceeded the window ({len(inbox)} messages, "
+                                f"{self.inbox_bytes} bytes unacknowledged)"
                             )
                     elif seq <= received:
                         self.stats.duplicates_dropped += 1
@@ -422,7 +423,9 @@ class SessionCore:
         if ack < self.acked:
             raise ProtocolError(f"acknowledgement went backwards ({ack} after {self.acked})")
         if ack >= self.next_seq:
-            raise ProtocolError(f"acknowledgement of message {ack}, which was never sent (last sent {self.next_seq - 1})")
+            raise ProtocolError(
+                f"acknowledgement of message {ack}, which was never sent (last sent {self.next_seq - 1})"
+            )
         unacked = self.unacked
         freed = 0
         while unacked and unacked[0][0] <= ack:

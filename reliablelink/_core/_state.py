@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["SessionState", "Transition", "TRANSITIONS", "next_state"]
+__all__ = ["TRANSITIONS", "SessionState", "Transition", "next_state"]
 
 
 class SessionState(enum.Enum):

@@ -77,8 +77,8 @@ async def echo_with_cuts(
             async def cut() -> None:
                 # The sender pauses here, so every cut lands with messages in flight both
                 # ways (sent and not yet echoed), however fast the machine is.
-                while session.link_state is not LinkState.CONNECTED or proxy.live_connections == 0:
-                    await trio.sleep(0.001)
+                while session.link_state is not LinkState.CONNECTED:
+                    await session.wait_link_change()
                 proxy.kill_all()
                 say(
                     f"  cut {proxy.kills:>3}: sent {upstream.result().sent:>6}, echoed {downstream.received:>6}, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-__all__ = ["Ledger", "LedgerResult", "numbered", "number_of"]
+__all__ = ["Ledger", "LedgerResult", "number_of", "numbered"]
 
 _COUNTER = struct.Struct(">Q")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -25,10 +26,8 @@ class _Proxied:
         # SO_LINGER 0 makes close() send RST: both ends learn at once, as when a NAT or a
         # firewall drops the connection state, or a peer process dies.
         for stream in (self.client, self.upstream):
-            try:
+            with contextlib.suppress(OSError):
                 stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
         self.scope.cancel()
 
 

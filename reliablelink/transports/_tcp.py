@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from urllib.parse import SplitResult
 
@@ -30,10 +31,8 @@ def tune_socket(sock: trio.socket.SocketType, dead_after: float) -> None:
     ):
         opt = getattr(socket, name, None)
         if opt is not None:
-            try:
+            with contextlib.suppress(OSError):  # a platform without this option
                 sock.setsockopt(socket.IPPROTO_TCP, opt, value)
-            except OSError:  # pragma: no cover - platform without this option
-                pass
 
 
 def _host_port(url: SplitResult) -> tuple[str, int]:

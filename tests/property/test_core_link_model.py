@@ -13,7 +13,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from reliablelink._core import LinkDead, LinkParams, SessionCore
 
-PARAMS = LinkParams(heartbeat_interval=1.0, dead_after=3.0, max_message_size=512, max_inflight=16, max_inflight_bytes=2048)
+PARAMS = LinkParams(
+    heartbeat_interval=1.0, dead_after=3.0, max_message_size=512, max_inflight=16, max_inflight_bytes=2048
+)
 
 
 class _End:
@@ -107,7 +109,9 @@ class LinkModel(RuleBasedStateMachine):
     @invariant()
     def exactly_once_in_order_so_far(self) -> None:
         for me, peer in ((self.a, self.b), (self.b, self.a)):
-            assert me.got == peer.sent[: len(me.got)], f"{me.name} received something other than a prefix of what {peer.name} sent"
+            assert me.got == peer.sent[: len(me.got)], (
+                f"{me.name} received something other than a prefix of what {peer.name} sent"
+            )
 
     @invariant()
     def buffers_stay_within_the_window(self) -> None:

@@ -12,7 +12,9 @@ from reliablelink._core._frames import DATA_HEADER, HEADER, U64_FRAME, FrameType
 from reliablelink._core._state import TRANSITIONS, Transition, next_state
 from tests.corepair import attached_pair, drain_inbox, pump, reattach
 
-SMALL = LinkParams(heartbeat_interval=1.0, dead_after=3.0, max_message_size=1024, max_inflight=8, max_inflight_bytes=4096)
+SMALL = LinkParams(
+    heartbeat_interval=1.0, dead_after=3.0, max_message_size=1024, max_inflight=8, max_inflight_bytes=4096
+)
 
 
 def test_messages_arrive_in_order_with_sequence_numbers_from_one() -> None:
@@ -165,7 +167,7 @@ def test_peer_exceeding_the_window_is_a_protocol_error() -> None:
 
 def test_attach_with_impossible_positions_is_refused() -> None:
     a = SessionCore(LinkParams())
-    with pytest.raises(ProtocolError, match="never|only 0"):
+    with pytest.raises(ProtocolError, match=r"never|only 0"):
         a.attach(a.params, 3, 0)
     a2, b2 = attached_pair()
     a2.send(b"x")
