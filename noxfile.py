@@ -1,0 +1,45 @@
+"""Developer tasks: ``nox -s tests``, ``nox -s lint``, ``nox -s docs``, ``nox -s demo``, ``nox -s bench``."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "docs"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite (extra pytest arguments after ``--``)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-n", "auto", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format check) and mypy --strict."""
+    session.install("-e", ".[dev]")
+    session.run("ruff", "check", "reliablelink", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "reliablelink", "tests", "benchmarks", "noxfile.py")
+    session.run("mypy", "--strict", "reliablelink")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation with warnings as errors."""
+    session.install("-e", ".[dev]")
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Run the demo (arguments after ``--`` go to ``reliablelink demo``)."""
+    session.install("-e", ".")
+    session.run("reliablelink", "demo", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against raw Trio (``nox -s bench -- --quick`` for a short run)."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/bench_throughput.py", *session.posargs)
