@@ -203,6 +203,7 @@ async def test_one_way_blackhole_replaces_the_half_dead_connection(autojump_cloc
                 assert session.stats.reconnects == 1
                 (server_session,) = server.sessions.values()
                 assert server_session.link_state is LinkState.CONNECTED
+                assert len(memory_connections(server)) == 1, "the newer attach closed the older connection"
             assert ledger.result().exact, ledger.result().line()
             nursery.cancel_scope.cancel()
 
