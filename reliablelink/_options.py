@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._core import LinkParams
+from ._guard import GuardLimits
 
 __all__ = ["Backoff", "ClientOptions", "ServerOptions"]
 
@@ -103,19 +104,27 @@ class ServerOptions:
     ack_delay: float = 0.02
     ssl_context: ssl.SSLContext | None = None
     store: None = None
+    max_sessions: int = 100_000
+    max_sessions_per_client: int = 64
+    limits: GuardLimits = field(default_factory=GuardLimits)
 
     @classmethod
     def from_kwargs(cls, opts: dict[str, Any]) -> ServerOptions:
         """Build from ``serve(**options)``; ``TypeError`` for an unknown name."""
         opts = dict(opts)
         params = _link_params(opts)
-        fields = {f.name for f in dataclasses.fields(cls)} - {"params"}
+        limit_names = {f.name for f in dataclasses.fields(GuardLimits)}
+        limits = GuardLimits(**{n: opts.pop(n) for n in list(opts) if n in limit_names})
+        fields = {f.name for f in dataclasses.fields(cls)} - {"params", "limits"}
         kwargs = {n: opts.pop(n) for n in list(opts) if n in fields}
-        _reject_unknown("serve()", opts, [*_COMMON, *fields])
+        _reject_unknown("serve()", opts, [*_COMMON, *fields, *limit_names])
         if kwargs.get("store") is not None:
             raise NotImplementedError("only the in-memory session store exists so far; pass store=None")
-        result = cls(params=params, **kwargs)
+        result = cls(params=params, limits=limits, **kwargs)
         for name in ("session_ttl", "handshake_timeout", "close_timeout", "ack_delay"):
             if getattr(result, name) <= 0:
                 raise ValueError(f"{name} must be > 0 seconds, got {getattr(result, name)}")
+        for name in ("max_sessions", "max_sessions_per_client"):
+            if getattr(result, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(result, name)}")
         return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn, final
 
@@ -23,6 +23,7 @@ from ._core import (
 )
 from ._core._handshake import HandshakeResult
 from ._errors import AuthenticationError, ProtocolError, ReliableLinkError, SessionExpired
+from ._guard import AddressGuard
 from ._options import ServerOptions
 from ._session import LinkState, Session
 from ._util import KeyLookup, collapse_exception_groups, key_lookup
@@ -39,7 +40,14 @@ _LINK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 class _Refused(Exception):
-    """The handshake was refused; the ERROR frame for the client is queued."""
+    """The handshake was refused; the ERROR frame for the client is queued.
+
+    ``busy`` refusals (a cap was reached) are not held against the client's address.
+    """
+
+    def __init__(self, message: str = "", *, busy: bool = False) -> None:
+        super().__init__(message)
+        self.busy = busy
 
 
 @final
@@ -57,6 +65,8 @@ class Server:
         self._opts = opts
         self._nursery = nursery
         self._sessions: dict[bytes, Session] = {}
+        self._per_client: Counter[str] = Counter()
+        self._guard = AddressGuard(opts.limits)
         self._closed: OrderedDict[bytes, None] = OrderedDict()
 
     @property
@@ -67,22 +77,32 @@ class Server:
     # -- connections -------------------------------------------------------------------
 
     async def _handle_connection(self, stream: trio.abc.Stream) -> None:
-        peer = _peer_name(stream)
+        peer = _peer_address(stream)
+        refused = self._guard.admit(peer, trio.current_time())
+        if refused is not None:
+            # Refused before a single byte is read or written: a flood costs an accept().
+            log.info("refused %s: %s", peer, refused)
+            await trio.aclose_forcefully(stream)
+            return
         try:
             try:
                 with trio.fail_after(self._opts.handshake_timeout):
                     session, result, resume, rest = await self._handshake(stream, peer)
             except trio.TooSlowError:
                 log.info("refused %s: no handshake within %.1f s", peer, self._opts.handshake_timeout)
+                self._guard.failure(peer, trio.current_time())
                 return
             except _Refused:
                 return
             except _LINK_ERRORS:
                 return
+            finally:
+                self._guard.handshake_done()
             await session._run_link(stream, result.params, resume.last_received, rest)
             if session._finished:
                 self._forget(session)
         finally:
+            self._guard.release(peer)
             await trio.aclose_forcefully(stream)
 
     async def _handshake(
@@ -97,6 +117,11 @@ class Server:
             try:
                 step = hs.receive_data(bytes(data))
                 if isinstance(step, str):
+                    # An address with recent failures waits before each challenge, so
+                    # guessing keys gets slower and slower, then stops (lockout).
+                    delay = self._guard.delay(peer, trio.current_time())
+                    if delay:
+                        await trio.sleep(delay)
                     hs.set_key(self._keys(step))
                 elif isinstance(step, ResumeRequest):
                     session, result = self._decide(hs, step)
@@ -105,6 +130,10 @@ class Server:
             except (AuthenticationError, ProtocolError, _Refused) as exc:
                 # One line per refused client, with its address; never a key or a token.
                 log.info("refused %s (client id %r): %s", peer, hs.client_id, exc)
+                if not (isinstance(exc, _Refused) and exc.busy) and self._guard.failure(peer, trio.current_time()):
+                    log.warning(
+                        "locking out %s for %.0f s after repeated failed handshakes", peer, self._guard.limits.lockout
+                    )
                 with trio.move_on_after(1):
                     with contextlib.suppress(*_LINK_ERRORS):
                         await stream.send_all(hs.data_to_send())
@@ -118,12 +147,22 @@ class Server:
         so the session cannot change between the decision and the attach)."""
         ttl = self._opts.session_ttl
         if not req.session_id:
+            opts = self._opts
+            if self._per_client[hs.client_id] >= opts.max_sessions_per_client:
+                hs.reject(
+                    ErrorCode.SERVER_BUSY, f"too many sessions for this client (max {opts.max_sessions_per_client})"
+                )
+                raise _Refused("per-client session cap reached", busy=True)
+            if len(self._sessions) >= opts.max_sessions:
+                hs.reject(ErrorCode.SERVER_BUSY, "the server has too many sessions")
+                raise _Refused("server session cap reached", busy=True)
             sid, token = new_session_id(), new_token()
             result = hs.accept(sid, token, 0, resumed=False, session_ttl=ttl)
             core = SessionCore(result.params, ack_delay=self._opts.ack_delay)
             session = Session(core, session_id=sid, client_id=hs.client_id, close_timeout=self._opts.close_timeout)
             session._token = token
             self._sessions[sid] = session
+            self._per_client[hs.client_id] += 1
             self._nursery.start_soon(self._supervise, session)
             return session, result
         found = self._sessions.get(req.session_id)
@@ -185,20 +224,33 @@ class Server:
                 session._finish(expired, Transition.EXPIRE)
 
     def _forget(self, session: Session) -> None:
-        if self._sessions.pop(session._session_id, None) is not None and session._state is SessionState.CLOSED:
+        if self._sessions.pop(session._session_id, None) is None:
+            return
+        self._per_client[session.client_id] -= 1
+        if self._per_client[session.client_id] <= 0:
+            del self._per_client[session.client_id]
+        if session._state is SessionState.CLOSED:
             # Remembered so that a late resume hears "closed", not "expired".
             self._closed[session._session_id] = None
             while len(self._closed) > _CLOSED_REMEMBERED:
                 self._closed.popitem(last=False)
 
 
-def _peer_name(stream: trio.abc.Stream) -> str:
-    sock = getattr(stream, "socket", None)
-    if sock is not None:
-        try:
-            return str(sock.getpeername())
-        except OSError:
-            return "?"
+def _peer_address(stream: trio.abc.Stream) -> str:
+    """The client's address without the port (limits are per host), or a transport label."""
+    inner: object = stream
+    # Wrapping streams (TLS, WebSocket adapters) expose the one under them.
+    for _ in range(4):
+        sock = getattr(inner, "socket", None)
+        if sock is not None:
+            try:
+                peer = sock.getpeername()
+            except OSError:
+                return "unknown"
+            return str(peer[0]) if isinstance(peer, tuple) else "local"
+        inner = getattr(inner, "transport_stream", None)
+        if inner is None:
+            break
     return type(stream).__name__
 
 

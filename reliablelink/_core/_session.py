@@ -197,7 +197,9 @@ class SessionCore:
         self._conn_seq = 0
         self.last_recv = now
         self.last_send = now
-        self._ack_due = _INF
+        # Messages still waiting in the inbox will be delivered on this connection's watch:
+        # keep the delayed-ACK timer running for them, or their ACK would wait for traffic.
+        self._ack_due = now + self.ack_delay if self.inbox else _INF
         self.stats.attaches += 1
         # State our ACK first, then resend in order everything the peer does not hold.
         out = self._out

@@ -7,6 +7,8 @@ the end, after the link settles, everything sent has been received.
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -145,5 +147,7 @@ class LinkModel(RuleBasedStateMachine):
         assert not self.a.core.unacked and not self.b.core.unacked, "everything acknowledged after settling"
 
 
-LinkModel.TestCase.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
+LinkModel.TestCase.settings = settings(
+    max_examples=int(os.environ.get("RELIABLELINK_EXAMPLES", "300")), stateful_step_count=60, deadline=None
+)
 TestLinkModel = LinkModel.TestCase

@@ -272,3 +272,15 @@ def test_timer_fires_exactly_at_the_deadline_it_announced() -> None:
     assert deadline == start + 3.0
     events = a.handle_timer(deadline)
     assert events and isinstance(events[0], LinkDead), "at the announced deadline the link is dead"
+
+
+def test_messages_left_in_the_inbox_across_a_reconnect_are_still_acknowledged() -> None:
+    a, b = attached_pair()
+    a.send(b"waiting")
+    pump(a, b, now=0.0)
+    reattach(a, b, now=1.0)  # the application has not read it yet
+    pump(a, b, now=1.0)
+    assert drain_inbox(b) == [b"waiting"]
+    b.handle_timer(b.next_deadline())
+    pump(a, b, now=1.1)
+    assert not a.unacked, "the delayed ACK covers what was delivered after the reconnect"
