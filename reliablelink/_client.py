@@ -45,7 +45,8 @@ async def connect(url: str, *, client_id: str, key: bytes | str, **options: Any)
             ``max_inflight_bytes`` (8 MiB), ``reconnect_backoff`` (a :class:`Backoff` or an
             ``(initial, maximum)`` tuple; default 0.1 s to 5 s), ``connect_timeout`` (10 s:
             the first connection must succeed within it, and each later attempt is bounded
-            by it), ``close_timeout`` (10 s), ``ssl_context``.
+            by it), ``close_timeout`` (10 s), ``ack_delay`` (0.02 s: longest wait before a
+            standalone ACK), ``ssl_context``.
 
     Yields:
         The :class:`Session`.
@@ -86,6 +87,7 @@ class _Client:
         session: Session | None = None
         give_up_at = trio.current_time() + opts.connect_timeout
         attempt = 0
+        last_error: BaseException | None = None
         while True:
             try:
                 stream, result, rest = await self._attempt(session, give_up_at if session is None else None)
@@ -96,11 +98,16 @@ class _Client:
                 session._finish(exc)
                 return
             except _TRANSIENT as exc:
+                # The attempt cut short by the overall deadline says less than the one before.
+                if last_error is None or not isinstance(exc, trio.TooSlowError):
+                    last_error = exc
                 now = trio.current_time()
                 if session is None and now >= give_up_at:
                     raise ConnectionFailed(
-                        f"could not connect to {self.url.geturl()} within {opts.connect_timeout} s: {exc!r}"
-                    ) from exc
+                        f"could not connect to {self.url.geturl()} within {opts.connect_timeout} s: {last_error}"
+                        if str(last_error)
+                        else f"could not connect to {self.url.geturl()} within {opts.connect_timeout} s: {last_error!r}"
+                    ) from last_error
                 delay = opts.reconnect_backoff.delay(attempt, self.rng)
                 attempt += 1
                 log.debug(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import os
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn, final
@@ -21,11 +22,12 @@ from ._core import (
     new_session_id,
     new_token,
 )
+from ._core._frames import encode_error
 from ._core._handshake import HandshakeResult
 from ._errors import AuthenticationError, ProtocolError, ReliableLinkError, SessionExpired
 from ._guard import AddressGuard
 from ._options import ServerOptions
-from ._session import LinkState, Session
+from ._session import LinkState, Session, _Replaced
 from ._util import KeyLookup, collapse_exception_groups, key_lookup
 from .transports import StreamOptions, get_transport
 
@@ -91,6 +93,8 @@ class Server:
             except trio.TooSlowError:
                 log.info("refused %s: no handshake within %.1f s", peer, self._opts.handshake_timeout)
                 self._guard.failure(peer, trio.current_time())
+                with trio.move_on_after(0.1), contextlib.suppress(*_LINK_ERRORS):
+                    await stream.send_all(encode_error(ErrorCode.HANDSHAKE_TIMEOUT, "no handshake in time"))
                 return
             except _Refused:
                 return
@@ -188,7 +192,7 @@ class Server:
         session._token = token
         # Stop using the old connection before stating what we hold, so nothing more
         # arrives on it between the WELCOME and the new attach.
-        session._detach_now(ConnectionResetError("replaced by a newer connection of the same session"))
+        session._detach_now(_Replaced("the session was resumed on a newer connection"))
         result = hs.accept(req.session_id, token, session._core.received, resumed=True, session_ttl=ttl)
         return session, result
 
@@ -258,7 +262,7 @@ async def serve(
     handler: Handler,
     url: str,
     *,
-    keys: Mapping[str, bytes | str] | KeyLookup,
+    keys: Mapping[str, bytes | str] | KeyLookup | str | os.PathLike[str],
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
     **options: Any,
 ) -> NoReturn:
@@ -272,12 +276,19 @@ async def serve(
     Args:
         handler: ``async def handler(session)``.
         url: where to listen, for example ``tcp://0.0.0.0:7000`` (port 0 picks a free one).
-        keys: ``{client_id: key}``, or a callable ``client_id -> key | None``.
+        keys: ``{client_id: key}``, a callable ``client_id -> key | None``, or the path of
+            a key file (see :func:`load_key_file`).
         task_status: from ``nursery.start``.
         **options: ``heartbeat_interval``, ``dead_after``, ``max_message_size``,
             ``max_inflight``, ``max_inflight_bytes`` (caps on what clients may propose),
             ``session_ttl`` (300 s: how long a detached session is kept),
-            ``handshake_timeout`` (10 s), ``close_timeout`` (10 s), ``ssl_context``.
+            ``handshake_timeout`` (10 s), ``close_timeout`` (10 s), ``ack_delay`` (0.02 s),
+            ``ssl_context``, ``max_sessions`` (100,000), ``max_sessions_per_client`` (64),
+            and the per-address limits ``max_connections_per_address`` (64),
+            ``max_pending_handshakes`` (1024), ``failures_before_delay`` (3),
+            ``failure_delay`` (0.5 s per failure), ``failure_delay_max`` (5 s),
+            ``failures_before_lockout`` (20) and ``lockout`` (60 s). ``store`` is reserved
+            for durable session stores (only ``None``, in memory, exists so far).
     """
     opts = ServerOptions.from_kwargs(options)
     transport, parts = get_transport(url)

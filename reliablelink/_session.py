@@ -20,7 +20,7 @@ from typing import final
 import trio
 
 from ._core import LinkDead, LinkParams, PeerClosed, PeerError, SessionCore, SessionState, Transition
-from ._core._frames import ErrorCode
+from ._core._frames import ErrorCode, encode_error
 from ._errors import MessageTooLarge, ProtocolError, ReliableLinkError, SessionClosed, SessionMoved
 
 __all__ = ["LinkState", "Session", "SessionStats"]
@@ -79,6 +79,10 @@ class SessionStats:
 
 class _LinkLost(Exception):
     """Why a connection ended (kept for logs and tests; never raised to users)."""
+
+
+class _Replaced(_LinkLost):
+    """A newer connection took over the session (the old one is told SESSION_REPLACED)."""
 
 
 class _Link:
@@ -245,8 +249,8 @@ class Session:
         """Return the next message: in order, exactly once. Waits until one arrives.
 
         Raises:
-            SessionClosed: the peer closed the session and every message it sent before
-                closing has been received (or this side closed it).
+            SessionClosed: the session was closed (by the peer or by this side) and every
+                message that arrived before the close has been received.
             SessionExpired: the server forgot the session.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -427,7 +431,7 @@ class Session:
         if self._error is not None:
             await trio.aclose_forcefully(stream)
             return
-        self._detach_now(_LinkLost("replaced by a newer connection"))
+        self._detach_now(_Replaced("replaced by a newer connection"))
         core = self._core
         try:
             core.attach(params, peer_last_received, trio.current_time())
@@ -450,10 +454,14 @@ class Session:
                         self._feed(link, rest)
                     await self._reader(link)
         finally:
-            # The core queued an ERROR frame saying why, if the peer broke the protocol.
-            last_words = core.data_to_send(trio.current_time()) if isinstance(link.reason, ProtocolError) else b""
+            last_words: bytes | bytearray = b""
             if self._link is link:
+                if isinstance(link.reason, ProtocolError):
+                    # The core queued an ERROR frame saying why the peer broke the protocol.
+                    last_words = core.data_to_send(trio.current_time())
                 self._detach_now(link.reason or _LinkLost("connection ended"))
+            elif isinstance(link.reason, _Replaced):
+                last_words = encode_error(ErrorCode.SESSION_REPLACED, str(link.reason))
             link.done.set()
             with trio.CancelScope(shield=True):
                 if last_words:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 import trio
+
+from ._keys import load_key_file
 
 __all__ = ["KeyLookup", "collapse_exception_groups", "key_bytes", "key_lookup"]
 
@@ -51,8 +54,14 @@ def key_bytes(key: bytes | str) -> bytes:
     return key
 
 
-def key_lookup(keys: Mapping[str, bytes | str] | KeyLookup) -> KeyLookup:
-    """Turn the ``keys`` argument of ``serve`` into a ``client_id -> key | None`` function."""
+def key_lookup(keys: Mapping[str, bytes | str] | KeyLookup | str | os.PathLike[str]) -> KeyLookup:
+    """Turn the ``keys`` argument of ``serve`` into a ``client_id -> key | None`` function.
+
+    A mapping is copied (later changes to it are not seen; pass a callable for that); a
+    path is read as a key file (see :func:`reliablelink.load_key_file`).
+    """
+    if isinstance(keys, str | os.PathLike):
+        keys = load_key_file(keys)
     if callable(keys):
         return keys
     table = {cid: key_bytes(k) for cid, k in keys.items()}

@@ -131,29 +131,42 @@ class FrameReader:
 
     def feed(self, data: bytes | bytearray) -> list[tuple[int, bytes]]:
         """Add bytes; return every complete frame now available, in order."""
+        self.add(data)
+        frames = []
+        while (frame := self.next_frame()) is not None:
+            frames.append(frame)
+        return frames
+
+    def add(self, data: bytes | bytearray) -> None:
+        """Add bytes without parsing them yet."""
+        self._buf += data
+
+    def next_frame(self) -> tuple[int, bytes] | None:
+        """Parse and return the next complete frame, or ``None`` if more bytes are needed.
+
+        Frames are parsed one at a time so that a handshake can stop right after its last
+        frame and hand the bytes behind it, unparsed, to the session (they may be DATA frames
+        far larger than a handshake frame may be).
+        """
         buf = self._buf
-        buf += data
         if self._need_preface:
             if len(buf) < PREFACE_SIZE:
                 # Reject a wrong magic as early as possible, without waiting for more bytes.
                 if buf and not MAGIC.startswith(bytes(buf[: len(MAGIC)])):
                     raise ProtocolError(f"bad connection preface {bytes(buf)!r}: the peer does not speak reliablelink")
-                return []
+                return None
             check_preface(buf)
             del buf[:PREFACE_SIZE]
             self._need_preface = False
-        frames: list[tuple[int, bytes]] = []
-        pos = 0
-        end = len(buf)
-        while end - pos >= HEADER_SIZE:
-            length, ftype = HEADER.unpack_from(buf, pos)
-            check_length(length, self._limit)
-            if end - pos - 4 < length:
-                break
-            frames.append((ftype, bytes(buf[pos + HEADER_SIZE : pos + 4 + length])))
-            pos += 4 + length
-        del buf[:pos]
-        return frames
+        if len(buf) < HEADER_SIZE:
+            return None
+        length, ftype = HEADER.unpack_from(buf)
+        check_length(length, self._limit)
+        if len(buf) - 4 < length:
+            return None
+        body = bytes(buf[HEADER_SIZE : 4 + length])
+        del buf[: 4 + length]
+        return ftype, body
 
     def take_rest(self) -> bytes:
         """Return and forget the bytes after the last complete frame (handed to the session)."""

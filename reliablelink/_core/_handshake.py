@@ -10,9 +10,10 @@
                                                               last_received, flags, params, ttl)
                                                       or ERROR(code, message)
 
-Both MACs cover a hash of the whole transcript, so both nonces, the client id, the proposed
-and the agreed parameters, the session id and both resume tokens are bound to the key. The
-key never crosses the wire. A fresh server nonce per connection makes a recorded AUTH
+Each MAC covers a hash of the transcript up to it: the client's binds both nonces, the
+client id, the proposed parameters and the resume request (session id, token, position);
+the server's binds all of that plus everything in WELCOME (the new token, its position, the
+agreed parameters). The key never crosses the wire. A fresh server nonce per connection makes a recorded AUTH
 useless; a fresh client nonce makes a recorded WELCOME useless.
 
 An unknown client id is handled exactly like a wrong key (a random key is used to
@@ -102,6 +103,8 @@ def _raise_error_frame(body: bytes) -> NoReturn:
         raise SessionExpired(f"the server no longer has this session: {text}")
     if err.code == ErrorCode.SESSION_CLOSED:
         raise SessionClosed(f"the session was closed: {text}")
+    if err.code == ErrorCode.SERVER_BUSY:
+        raise ProtocolError(f"server busy: {text}")
     raise ProtocolError(f"server error {err.code}: {text}")
 
 
@@ -153,8 +156,13 @@ class ClientHandshake:
         return self._reader.take_rest()
 
     def receive_data(self, data: bytes) -> HandshakeResult | None:
-        """Feed bytes from the server; return the result once the handshake completes."""
-        for ftype, body in self._reader.feed(data):
+        """Feed bytes from the server; return the result once the handshake completes.
+
+        Bytes after the WELCOME frame are left unparsed for :meth:`take_rest`.
+        """
+        self._reader.add(data)
+        while self._stage != "done" and (frame := self._reader.next_frame()) is not None:
+            ftype, body = frame
             if ftype == FrameType.ERROR:
                 _raise_error_frame(body)
             if self._stage == "challenge" and ftype == FrameType.CHALLENGE:

@@ -1,7 +1,7 @@
 """Link parameters: what each end proposes and how the two proposals become one.
 
 Where both ends state a heartbeat, ``dead_after``, a size limit or a window, the smaller
-wins; the server then applies floors so that a hostile client cannot, for example,
+wins; the server then applies a floor to the heartbeat so that a hostile client cannot
 propose a 1 ms heartbeat and make the server ping it a thousand times a second.
 """
 
@@ -17,11 +17,8 @@ __all__ = ["LinkParams", "negotiate"]
 _WIRE = struct.Struct(">IIIIQ")
 WIRE_SIZE = _WIRE.size
 
-#: Floors the server applies to whatever a client proposes.
+#: Floor the server applies to the heartbeat a client proposes.
 MIN_HEARTBEAT_INTERVAL = 0.05
-MIN_MESSAGE_SIZE = 1024
-MIN_INFLIGHT = 16
-MIN_INFLIGHT_BYTES = 64 * 1024
 #: Largest values the wire format can carry (and far beyond any sane setting).
 MAX_U32 = 2**32 - 1
 
@@ -85,13 +82,15 @@ def _ms(seconds: float) -> int:
 
 
 def negotiate(proposed: LinkParams, local: LinkParams) -> LinkParams:
-    """Combine a peer's proposal with our own settings: the smaller wins, within floors."""
+    """Combine a peer's proposal with our own settings: the smaller wins.
+
+    Only timing has a floor: a tiny heartbeat would make *us* work hard. Tiny sizes or
+    windows only slow down the client that asked for them, so they are granted as asked
+    (a client must never be handed more than it proposed).
+    """
     heartbeat = max(MIN_HEARTBEAT_INTERVAL, min(proposed.heartbeat_interval, local.heartbeat_interval))
     dead_after = max(2 * heartbeat, min(proposed.dead_after, local.dead_after))
-    size = max(min(MIN_MESSAGE_SIZE, local.max_message_size), min(proposed.max_message_size, local.max_message_size))
-    inflight = max(min(MIN_INFLIGHT, local.max_inflight), min(proposed.max_inflight, local.max_inflight))
-    inflight_bytes = max(
-        min(MIN_INFLIGHT_BYTES, local.max_inflight_bytes),
-        min(proposed.max_inflight_bytes, local.max_inflight_bytes),
-    )
+    size = max(1, min(proposed.max_message_size, local.max_message_size))
+    inflight = max(1, min(proposed.max_inflight, local.max_inflight))
+    inflight_bytes = max(1, min(proposed.max_inflight_bytes, local.max_inflight_bytes))
     return LinkParams(heartbeat, dead_after, size, inflight, inflight_bytes)

@@ -133,6 +133,7 @@ class SessionCore:
         self._out = bytearray()
         self._buf = bytearray()
         self._need = 0
+        self._pong_queued = False
         self._conn_seq = 0
         self._frame_limit = 0
         self._ack_every = 1
@@ -194,6 +195,7 @@ class SessionCore:
         self._out = bytearray()
         self._buf = bytearray()
         self._need = 0
+        self._pong_queued = False
         self._conn_seq = 0
         self.last_recv = now
         self.last_send = now
@@ -270,6 +272,7 @@ class SessionCore:
         if out:
             self._out = bytearray()
             self.last_send = now
+            self._pong_queued = False
         return out
 
     def has_data_to_send(self) -> bool:
@@ -384,7 +387,12 @@ class SessionCore:
                 elif ftype == _ACK:
                     self._on_ack(self._u64(view, pos, length))
                 elif ftype == _PING:
-                    self._out += U64_FRAME.pack(9, _PONG, self._u64(view, pos, length))
+                    token = self._u64(view, pos, length)
+                    # At most one PONG waits to be sent: a peer that floods PINGs while not
+                    # reading cannot grow our output buffer.
+                    if not self._pong_queued:
+                        self._pong_queued = True
+                        self._out += U64_FRAME.pack(9, _PONG, token)
                 elif ftype == _PONG:
                     if self._u64(view, pos, length) == self._ping_token and self._ping_sent_at:
                         self.stats.rtt = now - self._ping_sent_at

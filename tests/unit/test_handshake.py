@@ -137,3 +137,33 @@ def test_client_id_limits() -> None:
         ClientHandshake("x" * 256, KEY, LinkParams())
     with pytest.raises(ValueError, match="key"):
         ClientHandshake("a", b"", LinkParams())
+
+
+def test_frames_right_behind_welcome_are_left_for_the_session() -> None:
+    """The server writes ACK and replayed DATA straight after WELCOME; one read may hold all."""
+    client = ClientHandshake("agent-1", KEY, LinkParams())
+    server = ServerHandshake(LinkParams())
+    server.receive_data(client.data_to_send())
+    server.set_key(KEY)
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    server.accept(new_session_id(), new_token(), 0, resumed=False, session_ttl=1)
+    big_data_frame = encode_frame(FrameType.DATA, b"\x00" * 16 + b"x" * 5000)  # beyond the handshake limit
+    result = client.receive_data(server.data_to_send() + big_data_frame)
+    assert result is not None
+    assert client.take_rest() == big_data_frame
+
+
+def test_small_client_proposals_are_granted_not_raised() -> None:
+    tiny = LinkParams(max_message_size=512, max_inflight=8, max_inflight_bytes=1000)
+    client = ClientHandshake("agent-1", KEY, tiny)
+    server = ServerHandshake(LinkParams())
+    _until_auth(client, server)
+    server.accept(new_session_id(), new_token(), 0, resumed=False, session_ttl=1)
+    result = client.receive_data(server.data_to_send())
+    assert result is not None
+    assert (result.params.max_message_size, result.params.max_inflight, result.params.max_inflight_bytes) == (
+        512,
+        8,
+        1000,
+    )

@@ -284,3 +284,11 @@ def test_messages_left_in_the_inbox_across_a_reconnect_are_still_acknowledged() 
     b.handle_timer(b.next_deadline())
     pump(a, b, now=1.1)
     assert not a.unacked, "the delayed ACK covers what was delivered after the reconnect"
+
+
+def test_ping_flood_queues_at_most_one_pong() -> None:
+    _, b = attached_pair()
+    b.data_to_send(0)
+    flood = b"".join(U64_FRAME.pack(9, FrameType.PING, i) for i in range(10_000))
+    b.receive_data(flood, 0.0)
+    assert len(bytes(b.data_to_send(0))) == U64_FRAME.size, "one PONG, however many PINGs"
