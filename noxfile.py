@@ -1,4 +1,4 @@
-"""Developer tasks: ``nox -s tests``, ``nox -s lint``, ``nox -s docs``, ``nox -s demo``, ``nox -s bench``."""
+"""Developer tasks: ``nox -s tests``, ``lint``, ``docs``, ``demo``, ``fuzz``, ``bench``."""
 
 from __future__ import annotations
 
@@ -36,6 +36,21 @@ def demo(session: nox.Session) -> None:
     """Run the demo (arguments after ``--`` go to ``reliablelink demo``)."""
     session.install("-e", ".")
     session.run("reliablelink", "demo", *session.posargs)
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Coverage-guided fuzzing with atheris (``nox -s fuzz -- -max_total_time=600``).
+
+    Skipped, with the reason, where atheris cannot be installed (it builds against libFuzzer).
+    """
+    session.install("-e", ".")
+    try:
+        session.install("atheris")
+    except nox.command.CommandFailed:
+        session.skip("atheris could not be installed on this platform")
+    args = session.posargs or ["-max_total_time=60"]
+    session.run("python", "fuzz/fuzz_decoder.py", *args)
 
 
 @nox.session

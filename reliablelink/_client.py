@@ -81,13 +81,13 @@ class _Client:
         self.opts = opts
         self.stream_options = StreamOptions(opts.ssl_context, opts.params.dead_after, opts.params.max_message_size)
         self.rng = random.Random(opts.reconnect_backoff.seed)
+        self.last_error: BaseException | None = None
 
     async def run(self, task_status: trio.TaskStatus[Session] = trio.TASK_STATUS_IGNORED) -> None:
         opts = self.opts
         session: Session | None = None
         give_up_at = trio.current_time() + opts.connect_timeout
         attempt = 0
-        last_error: BaseException | None = None
         while True:
             try:
                 stream, result, rest = await self._attempt(session, give_up_at if session is None else None)
@@ -98,28 +98,8 @@ class _Client:
                 session._finish(exc)
                 return
             except _TRANSIENT as exc:
-                # The attempt cut short by the overall deadline says less than the one before.
-                if last_error is None or not isinstance(exc, trio.TooSlowError):
-                    last_error = exc
-                now = trio.current_time()
-                if session is None and now >= give_up_at:
-                    raise ConnectionFailed(
-                        f"could not connect to {self.url.geturl()} within {opts.connect_timeout} s: {last_error}"
-                        if str(last_error)
-                        else f"could not connect to {self.url.geturl()} within {opts.connect_timeout} s: {last_error!r}"
-                    ) from last_error
-                delay = opts.reconnect_backoff.delay(attempt, self.rng)
+                await self._back_off(exc, attempt, give_up_at if session is None else None)
                 attempt += 1
-                log.debug(
-                    "connection attempt %d to %s failed (%r); retrying in %.3f s",
-                    attempt,
-                    self.url.geturl(),
-                    exc,
-                    delay,
-                )
-                if session is None:
-                    delay = min(delay, give_up_at - now)
-                await trio.sleep(delay)
                 continue
             if session is None:
                 core = SessionCore(result.params, ack_delay=opts.ack_delay)
@@ -136,6 +116,25 @@ class _Client:
             # backing off, so a server that accepts and drops does not get a tight loop.
             if trio.current_time() - began >= result.params.heartbeat_interval:
                 attempt = 0
+
+    async def _back_off(self, exc: BaseException, attempt: int, give_up_at: float | None) -> None:
+        """Wait before the next attempt; raise ConnectionFailed if the first connection is overdue."""
+        # The attempt cut short by the overall deadline says less than the one before it.
+        if self.last_error is None or not isinstance(exc, trio.TooSlowError):
+            self.last_error = exc
+        now = trio.current_time()
+        delay = self.opts.reconnect_backoff.delay(attempt, self.rng)
+        if give_up_at is not None:
+            if now >= give_up_at:
+                where, timeout = self.url.geturl(), self.opts.connect_timeout
+                raise ConnectionFailed(
+                    f"could not connect to {where} within {timeout} s: {self.last_error!r}"
+                ) from self.last_error
+            delay = min(delay, give_up_at - now)
+        log.debug(
+            "connection attempt %d to %s failed (%r); retrying in %.3f s", attempt + 1, self.url.geturl(), exc, delay
+        )
+        await trio.sleep(delay)
 
     async def _attempt(
         self, session: Session | None, give_up_at: float | None

@@ -320,7 +320,7 @@ class SessionCore:
         self.ack_sent = self.delivered
         self._ack_sent_bytes = self._delivered_bytes
 
-    def receive_data(self, data: bytes, now: float) -> list[Event]:  # noqa: C901, PLR0912, PLR0915
+    def receive_data(self, data: bytes, now: float) -> list[Event]:
         """Process bytes from the attached connection.
 
         Returns control events; received messages go to :attr:`inbox`, acknowledgements
@@ -333,19 +333,56 @@ class SessionCore:
         if not self._frame_limit:
             raise RuntimeError("receive_data() on a detached session")
         self.last_recv = now
-        buf = self._buf
-        if buf:
-            # Part of a frame is pending: collect without parsing until it is complete, so
-            # a large message arriving in many reads is copied once, not once per read.
-            buf += data
-            if len(buf) < self._need:
-                return []
-            view = bytes(buf)
-            buf.clear()
-        else:
-            view = data
         events: list[Event] = []
         pos = 0
+        if self._buf:
+            # Complete the pending frame with just the bytes it lacks, then parse the rest
+            # of this read in place: each byte is copied once, however frames and reads align.
+            pos = self._complete_pending(data, now, events)
+            if pos < 0:
+                return events
+        end = len(data)
+        pos = self._parse(data, pos, now, events)
+        if pos < end:
+            rest = memoryview(data)[pos:]
+            self._buf += rest
+            self._need = (HEADER.unpack_from(rest)[0] + 4) if len(rest) >= HEADER_SIZE else HEADER_SIZE
+        return events
+
+    def _complete_pending(self, data: bytes, now: float, events: list[Event]) -> int:
+        """Move bytes of ``data`` into the pending frame; parse it once whole.
+
+        Returns how many bytes of ``data`` were used, or -1 if all of it was and the frame is
+        still incomplete.
+        """
+        buf = self._buf
+        used = 0
+        view = memoryview(data)
+        while True:
+            missing = self._need - len(buf)
+            if len(data) - used < missing:
+                buf += view[used:]
+                return -1
+            buf += view[used : used + missing]
+            used += missing
+            if len(buf) == HEADER_SIZE:
+                # The header just completed: now the frame's own length is known (and checked
+                # before a byte of its body is kept).
+                length = HEADER.unpack_from(buf)[0]
+                if length > self._frame_limit or length == 0:
+                    self._parse(bytes(buf), 0, now, events)  # raises the ProtocolError
+                self._need = 4 + length
+                if self._need > HEADER_SIZE:
+                    continue
+            break
+        frame = bytes(buf)
+        self._buf = bytearray()
+        self._need = 0
+        self._parse(frame, 0, now, events)
+        return used
+
+    def _parse(self, view: bytes, pos: int, now: float, events: list[Event]) -> int:  # noqa: C901, PLR0912, PLR0915
+        """Parse complete frames of ``view`` from ``pos``; return where the first incomplete one starts."""
         end = len(view)
         limit = self._frame_limit
         inbox = self.inbox
@@ -415,11 +452,7 @@ class SessionCore:
                 self.received = received
                 if self._ack_due == _INF:
                     self._ack_due = now + self.ack_delay
-        if pos < end:
-            rest = view[pos:]
-            self._buf += rest
-            self._need = (HEADER.unpack_from(rest)[0] + 4) if len(rest) >= HEADER_SIZE else HEADER_SIZE
-        return events
+        return pos
 
     def _u64(self, view: bytes | bytearray, pos: int, length: int) -> int:
         if length != 9:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reliablelink import ProtocolError, SessionClosed
 from reliablelink._core import LinkDead, LinkParams, PeerClosed, SessionCore, SessionState
@@ -292,3 +294,23 @@ def test_ping_flood_queues_at_most_one_pong() -> None:
     flood = b"".join(U64_FRAME.pack(9, FrameType.PING, i) for i in range(10_000))
     b.receive_data(flood, 0.0)
     assert len(bytes(b.data_to_send(0))) == U64_FRAME.size, "one PONG, however many PINGs"
+
+
+@given(sizes=st.lists(st.integers(0, 3000), min_size=1, max_size=30), cuts=st.lists(st.integers(1, 5000), max_size=40))
+@settings(max_examples=200, deadline=None)
+def test_session_parser_is_independent_of_read_boundaries(sizes: list[int], cuts: list[int]) -> None:
+    a, b = attached_pair()
+    sent = [bytes([i % 256]) * n for i, n in enumerate(sizes)]
+    for payload in sent:
+        a.send(payload)
+    wire = bytes(a.data_to_send(0))
+    pos = 0
+    for cut in [*cuts, len(wire)]:
+        b.receive_data(wire[pos : pos + cut], 0.0)
+        pos += cut
+        if pos >= len(wire):
+            break
+    else:
+        b.receive_data(wire[pos:], 0.0)
+    assert drain_inbox(b) == sent
+    assert not b._buf, "nothing left pending once every frame is complete"
