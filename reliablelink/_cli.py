@@ -43,7 +43,7 @@ def run(argv: list[str]) -> int:
         "demo", help="echo server and client exchanging messages while the connection is cut and restored"
     )
     demo.add_argument("--messages", type=int, default=5000, help="messages each way (default 5000)")
-    demo.add_argument("--cuts", type=int, default=20, help="connection resets during the run (default 20)")
+    demo.add_argument("--cuts", type=int, default=30, help="connection resets during the run (default 30)")
     demo.add_argument("--size", type=int, default=64, help="message size in bytes, at least 8 (default 64)")
     demo.set_defaults(func=_demo)
     keygen = sub.add_parser("keygen", help="print new random keys as key-file lines ('client_id hexkey')")

@@ -81,7 +81,7 @@ class _EchoRun:
 async def echo_with_cuts(
     *,
     messages: int = 5000,
-    cuts: int = 20,
+    cuts: int = 30,
     size: int = 64,
     say: Callable[[str], None] = print,
 ) -> EchoReport:
