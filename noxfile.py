@@ -39,6 +39,19 @@ def demo(session: nox.Session) -> None:
 
 
 @nox.session
+def chaos(session: nox.Session) -> None:
+    """Seed sweep of the random-fault simulation (``nox -s chaos -- --seeds 100000``)."""
+    session.install("-e", ".[test]")
+    seeds = "1000"
+    args = list(session.posargs)
+    if "--seeds" in args:
+        i = args.index("--seeds")
+        seeds = args[i + 1]
+        del args[i : i + 2]
+    session.run("pytest", "-n", "auto", "-q", "tests/sim", "-k", "random", *args, env={"RELIABLELINK_SEEDS": seeds})
+
+
+@nox.session
 def fuzz(session: nox.Session) -> None:
     """Coverage-guided fuzzing with atheris (``nox -s fuzz -- -max_total_time=600``).
 
