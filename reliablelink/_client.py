@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -79,7 +80,9 @@ class _Client:
         self.client_id = client_id
         self.key = key
         self.opts = opts
-        self.stream_options = StreamOptions(opts.ssl_context, opts.params.dead_after, opts.params.max_message_size)
+        self.stream_options = StreamOptions(
+            opts.ssl_context, opts.params.dead_after, opts.params.max_message_size, opts.connect_timeout
+        )
         self.rng = random.Random(opts.reconnect_backoff.seed)
         self.last_error: BaseException | None = None
 
@@ -91,6 +94,15 @@ class _Client:
         while True:
             try:
                 stream, result, rest = await self._attempt(session, give_up_at if session is None else None)
+            except ssl.SSLCertVerificationError as exc:
+                # Retrying cannot fix a certificate on the first connection: say so at once. Later
+                # (a captive portal, a certificate being rotated) it may clear up: keep trying.
+                if session is None:
+                    raise ConnectionFailed(f"could not connect to {self.url.geturl()}: {exc}") from exc
+                log.warning("reconnecting to %s: %s", self.url.geturl(), exc)
+                await self._back_off(exc, attempt, None)
+                attempt += 1
+                continue
             except _FATAL as exc:
                 if session is None:
                     raise

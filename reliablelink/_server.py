@@ -293,7 +293,9 @@ async def serve(
     opts = ServerOptions.from_kwargs(options)
     transport, parts = get_transport(url)
     lookup = key_lookup(keys)
-    stream_options = StreamOptions(opts.ssl_context, opts.params.dead_after, opts.params.max_message_size)
+    stream_options = StreamOptions(
+        opts.ssl_context, opts.params.dead_after, opts.params.max_message_size, opts.handshake_timeout
+    )
     with collapse_exception_groups():
         async with trio.open_nursery() as nursery:
             server = Server(handler, lookup, opts, nursery)

@@ -1,8 +1,15 @@
-"""A TCP proxy for Trio that can cut the connections passing through it."""
+"""A TCP proxy for Trio with "toxics": latency, bandwidth, slicing, blackholes, resets.
+
+Point a client at the proxy instead of the server and make the network misbehave, from
+Python (``proxy.toxics.latency = 0.2``, ``proxy.kill_all()``) or from the command line
+(``reliablelink chaos-proxy``). Toxics apply to connections already open and to new ones.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import math
+import random
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -10,9 +17,58 @@ from urllib.parse import urlsplit
 
 import trio
 
-__all__ = ["ChaosProxy"]
+__all__ = ["ChaosProxy", "Toxics"]
 
 _CHUNK = 65536
+_QUEUE = 64  # chunks in flight per direction inside the proxy (bounded: backpressure holds)
+
+
+@dataclass
+class Toxics:
+    """What the proxy does to the bytes it forwards. Change the fields at any time.
+
+    Attributes:
+        latency: seconds added to every chunk, each direction (chunks stay pipelined).
+        jitter: up to this many seconds more, uniformly at random (order is kept).
+        bandwidth: bytes per second, each direction (``None``: unlimited).
+        slice_size: forward at most this many bytes per write (1 delivers byte by byte).
+        blackhole_up: silently drop client -> server bytes.
+        blackhole_down: silently drop server -> client bytes.
+        reset_after: reset a connection (RST both ways) once it forwarded this many bytes.
+        slow_close: seconds to wait before passing an end of stream on.
+        refuse: close new connections as soon as they are accepted.
+    """
+
+    latency: float = 0.0
+    jitter: float = 0.0
+    bandwidth: float | None = None
+    slice_size: int | None = None
+    blackhole_up: bool = False
+    blackhole_down: bool = False
+    reset_after: int | None = None
+    slow_close: float = 0.0
+    refuse: bool = False
+
+    def set(self, spec: str) -> None:
+        """Apply ``name=value`` (the command line's ``--toxic``), e.g. ``latency=0.1``,
+        ``blackhole=up``, ``blackhole=down``, ``blackhole=both``, ``refuse=1``."""
+        name, _, value = spec.partition("=")
+        name = name.strip().replace("-", "_")
+        if name == "blackhole":
+            self.blackhole_up = value in ("up", "both")
+            self.blackhole_down = value in ("down", "both")
+            return
+        if name not in {f for f in Toxics.__dataclass_fields__}:
+            raise ValueError(f"unknown toxic {name!r}; known: {', '.join(Toxics.__dataclass_fields__)}, blackhole")
+        current = getattr(self, name)
+        if isinstance(current, bool):
+            setattr(self, name, value.lower() in ("1", "true", "yes", "on"))
+        elif name in ("slice_size", "reset_after"):
+            setattr(self, name, int(value) if value else None)
+        elif name == "bandwidth":
+            setattr(self, name, float(value) if value else None)
+        else:
+            setattr(self, name, float(value))
 
 
 @dataclass(eq=False)
@@ -21,6 +77,7 @@ class _Proxied:
     upstream: trio.SocketStream
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     blackholed: bool = False
+    forwarded: int = 0
 
     def kill(self) -> None:
         # SO_LINGER 0 makes close() send RST: both ends learn at once, as when a NAT or a
@@ -32,16 +89,17 @@ class _Proxied:
 
 
 class ChaosProxy:
-    """Forward TCP connections to ``upstream`` and cut them on demand.
+    """Forward TCP connections to ``upstream`` and misbehave on demand.
 
     Start it with ``url = await nursery.start(proxy.run)`` and point clients at ``url``.
 
     Args:
         upstream: ``tcp://host:port`` of the real server.
         listen: ``tcp://host:port`` to listen on (port 0 picks a free port).
+        seed: seed for the jitter's random numbers.
     """
 
-    def __init__(self, upstream: str, listen: str = "tcp://127.0.0.1:0") -> None:
+    def __init__(self, upstream: str, listen: str = "tcp://127.0.0.1:0", *, seed: int | None = None) -> None:
         up = urlsplit(upstream)
         here = urlsplit(listen)
         if up.hostname is None or up.port is None or here.hostname is None or here.port is None:
@@ -49,11 +107,20 @@ class ChaosProxy:
         self._upstream = (up.hostname, up.port)
         self._listen = (here.hostname, here.port)
         self._live: set[_Proxied] = set()
+        self._rng = random.Random(seed)
+        self.toxics = Toxics()
         self.url = ""
-        self.refuse = False
-        """When true, new connections are closed as soon as they are accepted."""
         self.connections_made = 0
         self.kills = 0
+
+    @property
+    def refuse(self) -> bool:
+        """When true, new connections are closed as soon as they are accepted."""
+        return self.toxics.refuse
+
+    @refuse.setter
+    def refuse(self, value: bool) -> None:
+        self.toxics.refuse = value
 
     @property
     def live_connections(self) -> int:
@@ -70,7 +137,8 @@ class ChaosProxy:
         return n
 
     def blackhole_all(self) -> int:
-        """Silently drop everything on the current connections, both ways (a pulled cable)."""
+        """Silently drop everything on the current connections, both ways, for good (a pulled
+        cable; new connections are not affected)."""
         for conn in self._live:
             conn.blackholed = True
         return len(self._live)
@@ -84,7 +152,7 @@ class ChaosProxy:
         await trio.serve_listeners(self._forward, listeners)
 
     async def _forward(self, client: trio.SocketStream) -> None:
-        if self.refuse:
+        if self.toxics.refuse:
             await trio.aclose_forcefully(client)
             return
         try:
@@ -98,8 +166,8 @@ class ChaosProxy:
         try:
             with conn.scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._pump, conn, client, upstream, nursery.cancel_scope)
-                    nursery.start_soon(self._pump, conn, upstream, client, nursery.cancel_scope)
+                    nursery.start_soon(self._direction, conn, client, upstream, True, nursery.cancel_scope)
+                    nursery.start_soon(self._direction, conn, upstream, client, False, nursery.cancel_scope)
         finally:
             self._live.discard(conn)
             # Shielded: if we are being cancelled, the first aclose would re-raise Cancelled
@@ -108,16 +176,52 @@ class ChaosProxy:
                 await trio.aclose_forcefully(client)
                 await trio.aclose_forcefully(upstream)
 
-    async def _pump(
-        self, conn: _Proxied, source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope
+    async def _direction(
+        self, conn: _Proxied, source: trio.SocketStream, sink: trio.SocketStream, up: bool, scope: trio.CancelScope
     ) -> None:
-        try:
-            while True:
-                data = await source.receive_some(_CHUNK)
-                if not data:
-                    break
-                if not conn.blackholed:
-                    await sink.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
+        # A reader stamps each chunk with its due time; a writer delivers it then. Latency
+        # delays the data without serializing it, and the bounded queue keeps backpressure.
+        send, receive = trio.open_memory_channel[tuple[float, bytes]](_QUEUE)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read_side, conn, source, send, up)
+            nursery.start_soon(self._write_side, conn, sink, receive)
         scope.cancel()
+
+    async def _read_side(
+        self, conn: _Proxied, source: trio.SocketStream, send: trio.MemorySendChannel[tuple[float, bytes]], up: bool
+    ) -> None:
+        toxics = self.toxics
+        async with send:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                while data := await source.receive_some(_CHUNK):
+                    if conn.blackholed or (toxics.blackhole_up if up else toxics.blackhole_down):
+                        continue
+                    delay = toxics.latency + (self._rng.uniform(0, toxics.jitter) if toxics.jitter else 0.0)
+                    await send.send((trio.current_time() + delay, data))
+            if toxics.slow_close:
+                await trio.sleep(toxics.slow_close)
+
+    async def _write_side(
+        self, conn: _Proxied, sink: trio.SocketStream, receive: trio.MemoryReceiveChannel[tuple[float, bytes]]
+    ) -> None:
+        toxics = self.toxics
+        last_due = -math.inf
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            async for due, data in receive:
+                last_due = max(last_due, due)  # jitter never reorders bytes
+                await trio.sleep_until(last_due)
+                step = toxics.slice_size or len(data)
+                for i in range(0, len(data), step):
+                    piece = data[i : i + step]
+                    if toxics.reset_after is not None and conn.forwarded + len(piece) > toxics.reset_after:
+                        conn.kill()
+                        self.kills += 1
+                        return
+                    await sink.send_all(piece)
+                    conn.forwarded += len(piece)
+                    if toxics.bandwidth:
+                        await trio.sleep(len(piece) / toxics.bandwidth)
+                    elif toxics.slice_size:
+                        await trio.lowlevel.checkpoint()
+            with contextlib.suppress(OSError, trio.ClosedResourceError):
+                await sink.send_eof()

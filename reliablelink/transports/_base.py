@@ -21,15 +21,19 @@ class StreamOptions:
 
     Attributes:
         ssl_context: for transports that encrypt (``tls://``, ``wss://``).
-        dead_after: seconds of silence after which the session gives up on a link; TCP
-            transports use it for ``TCP_USER_TIMEOUT`` so the kernel agrees.
+        dead_after: this end's configured ``dead_after`` (not the negotiated one, which is
+            known only after the handshake); TCP transports use it for ``TCP_USER_TIMEOUT``
+            so the kernel gives up on a broken path about when the session would.
         max_message_size: largest session message (message-based transports size their
             own limits from it).
+        handshake_timeout: longest time a transport-level handshake (TLS, WebSocket
+            upgrade) of an accepted connection may take.
     """
 
     ssl_context: ssl.SSLContext | None = None
     dead_after: float = 9.0
     max_message_size: int = 1024 * 1024
+    handshake_timeout: float = 10.0
 
 
 class Transport(Protocol):
