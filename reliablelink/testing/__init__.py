@@ -13,3 +13,4 @@ from ._ledger import LedgerResult as LedgerResult
 from ._ledger import number_of as number_of
 from ._ledger import numbered as numbered
 from ._proxy import ChaosProxy as ChaosProxy
+from ._proxy import Toxics as Toxics

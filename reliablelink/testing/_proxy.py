@@ -214,6 +214,9 @@ class ChaosProxy:
                 for i in range(0, len(data), step):
                     piece = data[i : i + step]
                     if toxics.reset_after is not None and conn.forwarded + len(piece) > toxics.reset_after:
+                        # Deliver up to the limit, then reset: a connection that dies mid-frame.
+                        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                            await sink.send_all(piece[: max(0, toxics.reset_after - conn.forwarded)])
                         conn.kill()
                         self.kills += 1
                         return

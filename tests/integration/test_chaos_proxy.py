@@ -1,0 +1,141 @@
+"""Sessions through the chaos proxy's toxics over real loopback TCP: every ledger exact."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import trio
+
+import reliablelink
+from reliablelink.testing import ChaosProxy, Ledger, Toxics, number_of, numbered
+from tests.conftest import KEY, start_server
+
+FAST: dict[str, Any] = {"heartbeat_interval": 0.2, "dead_after": 0.6}
+COUNT = 300
+
+
+async def echo(session: reliablelink.Session) -> None:
+    async for data in session:
+        await session.send(data)
+
+
+async def run_through(toxify: Callable[[ChaosProxy], None], *, heal_after: int | None = None, **client: Any) -> int:
+    """Echo COUNT messages through a proxy with ``toxify`` applied; heal it (fresh toxics)
+    after ``heal_after`` echoes if given. Returns the number of reconnects."""
+    echoes = Ledger()  # each message sent must come back exactly once, in order
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, echo, "tcp://127.0.0.1:0", **FAST)
+            proxy = ChaosProxy(server.url, seed=1)
+            url = await nursery.start(proxy.run)
+            toxify(proxy)
+            options = {"reconnect_backoff": (0.01, 0.1), **FAST, **client}
+            async with reliablelink.connect(url, client_id="agent-1", key=KEY, **options) as session:
+
+                async def push() -> None:
+                    for i in range(COUNT):
+                        await session.send(numbered(i, 100 + i % 900))
+                        echoes.on_send(i)
+
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(push)
+                    while echoes.received < COUNT:
+                        echoes.on_receive(number_of(await session.receive()))
+                        if heal_after is not None and echoes.received == heal_after:
+                            proxy.toxics = Toxics()
+                await session.drain()
+                reconnects = session.stats.reconnects
+            nursery.cancel_scope.cancel()
+    assert echoes.result().exact, echoes.result().line("echoes")
+    return reconnects
+
+
+def _set(**fields: Any) -> Callable[[ChaosProxy], None]:
+    def apply(proxy: ChaosProxy) -> None:
+        for name, value in fields.items():
+            setattr(proxy.toxics, name, value)
+
+    return apply
+
+
+@pytest.mark.parametrize(
+    "toxics",
+    [
+        {"latency": 0.05, "jitter": 0.05},
+        {"bandwidth": 200_000},
+        {"slice_size": 1},
+        {"slow_close": 0.3},
+    ],
+    ids=["latency+jitter", "bandwidth", "byte-by-byte", "slow-close"],
+)
+async def test_degraded_links_keep_the_ledger_exact(toxics: dict[str, Any]) -> None:
+    await run_through(_set(**toxics), dead_after=2.0, heartbeat_interval=0.5)
+
+
+async def test_reset_after_n_bytes_again_and_again() -> None:
+    # Every connection dies after 20 kB: the session must make progress across many of them.
+    reconnects = await run_through(_set(reset_after=20_000))
+    assert reconnects >= 5
+
+
+@pytest.mark.parametrize("direction", ["up", "down", "both"])
+async def test_one_way_and_two_way_blackholes_heal(direction: str) -> None:
+    # A blackhole on the live connection (new ones too), healed once the client noticed.
+    async def scenario() -> None:
+        echoes = Ledger()
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                server = await start_server(nursery, echo, "tcp://127.0.0.1:0", **FAST)
+                proxy = ChaosProxy(server.url)
+                url = await nursery.start(proxy.run)
+                async with reliablelink.connect(
+                    url, client_id="agent-1", key=KEY, reconnect_backoff=(0.01, 0.1), **FAST
+                ) as session:
+                    for i in range(50):
+                        await session.send(numbered(i))
+                        echoes.on_send(i)
+                    for _ in range(50):
+                        echoes.on_receive(number_of(await session.receive()))
+                    proxy.toxics.set(f"blackhole={direction}")
+                    for i in range(50, 100):
+                        await session.send(numbered(i))
+                        echoes.on_send(i)
+                    assert await session.wait_link_change() is reliablelink.LinkState.RECONNECTING
+                    proxy.toxics = Toxics()  # the cable is back
+                    for _ in range(50):
+                        echoes.on_receive(number_of(await session.receive()))
+                    await session.drain()
+                nursery.cancel_scope.cancel()
+        assert echoes.result().exact, echoes.result().line("echoes")
+
+    await scenario()
+
+
+async def test_refused_connections_until_the_server_is_reachable_again() -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, echo, "tcp://127.0.0.1:0", **FAST)
+        proxy = ChaosProxy(server.url)
+        url = await nursery.start(proxy.run)
+        async with reliablelink.connect(url, client_id="agent-1", key=KEY, reconnect_backoff=(0.01, 0.05), **FAST) as s:
+            await s.send(b"one")
+            assert await s.receive() == b"one"
+            proxy.refuse = True
+            proxy.kill_all()
+            await s.send(b"two")  # accepted while offline
+            assert await s.wait_link_change() is reliablelink.LinkState.RECONNECTING
+            proxy.refuse = False
+            assert await s.receive() == b"two"
+        nursery.cancel_scope.cancel()
+
+
+def test_toxic_specs() -> None:
+    t = Toxics()
+    for spec in ("latency=0.1", "jitter=0.02", "bandwidth=1000", "slice_size=1", "reset_after=10", "refuse=1"):
+        t.set(spec)
+    t.set("blackhole=down")
+    assert (t.latency, t.bandwidth, t.slice_size, t.reset_after, t.refuse) == (0.1, 1000, 1, 10, True)
+    assert t.blackhole_down and not t.blackhole_up
+    with pytest.raises(ValueError, match="unknown toxic"):
+        t.set("lag=1")
