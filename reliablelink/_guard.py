@@ -40,6 +40,20 @@ class GuardLimits:
     lockout: float = 60.0
     max_tracked: int = 100_000
 
+    def __post_init__(self) -> None:
+        for name in (
+            "max_connections_per_address",
+            "max_pending_handshakes",
+            "failures_before_delay",
+            "failures_before_lockout",
+            "max_tracked",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("failure_delay", "failure_delay_max", "lockout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
+
 
 @dataclass(slots=True)
 class _Record:

@@ -60,7 +60,9 @@ class Server:
         url: the bound URL, with the real port when port 0 was asked for.
     """
 
-    def __init__(self, handler: Handler, keys: KeyLookup, opts: ServerOptions, nursery: trio.Nursery) -> None:
+    def __init__(
+        self, handler: Handler, keys: Callable[[str], bytes | None], opts: ServerOptions, nursery: trio.Nursery
+    ) -> None:
         self.url = ""
         self._handler = handler
         self._keys = keys
@@ -92,7 +94,7 @@ class Server:
                     session, result, resume, rest = await self._handshake(stream, peer)
             except trio.TooSlowError:
                 log.info("refused %s: no handshake within %.1f s", peer, self._opts.handshake_timeout)
-                self._guard.failure(peer, trio.current_time())
+                self._record_failure(peer)
                 with trio.move_on_after(0.1), contextlib.suppress(*_LINK_ERRORS):
                     await stream.send_all(encode_error(ErrorCode.HANDSHAKE_TIMEOUT, "no handshake in time"))
                 return
@@ -134,10 +136,8 @@ class Server:
             except (AuthenticationError, ProtocolError, _Refused) as exc:
                 # One line per refused client, with its address; never a key or a token.
                 log.info("refused %s (client id %r): %s", peer, hs.client_id, exc)
-                if not (isinstance(exc, _Refused) and exc.busy) and self._guard.failure(peer, trio.current_time()):
-                    log.warning(
-                        "locking out %s for %.0f s after repeated failed handshakes", peer, self._guard.limits.lockout
-                    )
+                if not (isinstance(exc, _Refused) and exc.busy):
+                    self._record_failure(peer)
                 with trio.move_on_after(1):
                     with contextlib.suppress(*_LINK_ERRORS):
                         await stream.send_all(hs.data_to_send())
@@ -145,6 +145,10 @@ class Server:
             out = hs.data_to_send()
             if out:
                 await stream.send_all(out)
+
+    def _record_failure(self, peer: str) -> None:
+        if self._guard.failure(peer, trio.current_time()):
+            log.warning("locking out %s for %.0f s after repeated failed handshakes", peer, self._guard.limits.lockout)
 
     def _decide(self, hs: ServerHandshake, req: ResumeRequest) -> tuple[Session, HandshakeResult]:
         """Create or resume the session the authenticated client asked for (no awaits here,

@@ -12,7 +12,7 @@ from ._keys import load_key_file
 
 __all__ = ["KeyLookup", "collapse_exception_groups", "key_bytes", "key_lookup"]
 
-KeyLookup = Callable[[str], "bytes | None"]
+KeyLookup = Callable[[str], "bytes | str | None"]
 
 
 @contextmanager
@@ -54,7 +54,7 @@ def key_bytes(key: bytes | str) -> bytes:
     return key
 
 
-def key_lookup(keys: Mapping[str, bytes | str] | KeyLookup | str | os.PathLike[str]) -> KeyLookup:
+def key_lookup(keys: Mapping[str, bytes | str] | KeyLookup | str | os.PathLike[str]) -> Callable[[str], bytes | None]:
     """Turn the ``keys`` argument of ``serve`` into a ``client_id -> key | None`` function.
 
     A mapping is copied (later changes to it are not seen; pass a callable for that); a
@@ -63,6 +63,12 @@ def key_lookup(keys: Mapping[str, bytes | str] | KeyLookup | str | os.PathLike[s
     if isinstance(keys, str | os.PathLike):
         keys = load_key_file(keys)
     if callable(keys):
-        return keys
+        lookup = keys
+
+        def checked(client_id: str) -> bytes | None:
+            key = lookup(client_id)
+            return None if key is None else key_bytes(key)
+
+        return checked
     table = {cid: key_bytes(k) for cid, k in keys.items()}
     return table.get

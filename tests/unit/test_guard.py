@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from reliablelink._guard import AddressGuard, GuardLimits
 
 
@@ -45,3 +47,10 @@ def test_table_is_bounded() -> None:
     for i in range(10_000):
         guard.failure(f"10.0.{i // 256}.{i % 256}", 0)
     assert len(guard._records) == 100
+
+
+def test_limits_are_range_checked() -> None:
+    with pytest.raises(ValueError, match="max_connections_per_address"):
+        GuardLimits(max_connections_per_address=0)
+    with pytest.raises(ValueError, match="lockout"):
+        GuardLimits(lockout=-1)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
-from reliablelink import Backoff
+from reliablelink import Backoff, load_key_file
 from reliablelink._options import ClientOptions, ServerOptions
+from reliablelink._util import key_lookup
 
 
 def test_backoff_is_exponential_with_full_jitter_and_a_cap() -> None:
@@ -54,3 +56,19 @@ def test_server_options_and_defaults() -> None:
         ServerOptions.from_kwargs({"sesion_ttl": 1})
     with pytest.raises(ValueError, match="max_sessions_per_client"):
         ServerOptions.from_kwargs({"max_sessions_per_client": 0})
+
+
+def test_key_callable_may_return_text_and_key_files_parse(tmp_path: Path) -> None:
+    lookup = key_lookup(lambda cid: "text-key-of-some-length" if cid == "a" else None)
+    assert lookup("a") == b"text-key-of-some-length" and lookup("b") is None
+    path = tmp_path / "keys"
+    path.write_text("# comment\nagent-1 " + "ab" * 32 + "\nagent-2 base64:" + "QUFBQUFBQUFBQUFBQUFBQUFBQUE=" + "\n")
+    keys = load_key_file(path)
+    assert keys["agent-1"] == bytes.fromhex("ab" * 32) and keys["agent-2"] == b"A" * 20
+    assert key_lookup(path)("agent-1") == keys["agent-1"]
+    path.write_text("agent-1 abcd\n")
+    with pytest.raises(ValueError, match="too short"):
+        load_key_file(path)
+    path.write_text("agent-1 " + "ab" * 32 + "\nagent-1 " + "cd" * 32 + "\n")
+    with pytest.raises(ValueError, match="listed twice"):
+        load_key_file(path)
