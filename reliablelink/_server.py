@@ -100,7 +100,9 @@ class Server:
                 return
             except _Refused:
                 return
-            except _LINK_ERRORS:
+            except _LINK_ERRORS as exc:
+                # Including a failed TLS handshake, which runs on the stream's first use.
+                log.debug("connection from %s lost during the handshake: %r", peer, exc)
                 return
             finally:
                 self._guard.handshake_done()

@@ -150,6 +150,10 @@ class TLSTransport:
     ) -> None:
         """Listen on every address of the host; report ``tls://host:port`` with the real port.
 
+        Each accepted connection is handed over as a ``trio.SSLStream`` whose handshake runs
+        on its first send or receive (a failed handshake raises ``trio.BrokenResourceError``
+        there).
+
         Raises:
             ValueError: no ``ssl_context`` (a TLS server needs a certificate), or a bad URL.
         """
@@ -166,16 +170,13 @@ class TLSTransport:
         async def secured(tcp: trio.SocketStream) -> None:
             try:
                 tune_socket(tcp.socket, options.dead_after)
-                stream = await tls_accept(tcp, context, https_compatible=False, timeout=options.handshake_timeout)
             except OSError:
-                stream = None
-            except BaseException:  # cancelled: the server is stopping
-                await trio.aclose_forcefully(tcp)
-                raise
-            if stream is None:
                 await trio.aclose_forcefully(tcp)
                 return
-            await handler(stream)
+            # The TLS handshake is left to the stream's first use, inside the handler: there
+            # the server's per-address limits and handshake_timeout already apply, so a flood
+            # of stalled TLS handshakes is capped like any other unauthenticated connection.
+            await handler(trio.SSLStream(tcp, context, server_side=True, https_compatible=False))
 
         bound_port = listeners[0].socket.getsockname()[1]
         task_status.started(f"tls://{shown_host(host)}:{bound_port}")

@@ -483,7 +483,11 @@ async def test_raw_garbage_is_refused_below_the_session(layered_setup: Setup, ga
             await raw.aclose()
         if scheme == "ws":
             assert answer.startswith(b"HTTP/1.1 400"), answer[:60]
-        assert faulty.accepted == 0, "refused before the session layer saw it"
+        if scheme != "tls":
+            # TLS hands the stream over before its handshake (so that the server's admission
+            # limits cover TLS handshakes too); the failed handshake then ends it there.
+            assert faulty.accepted == 0, "refused before the session layer saw it"
+        assert b"RLNK" not in answer, "no session preface for a client that never spoke TLS"
         await exchange(setup, server.url)
 
 
@@ -839,3 +843,34 @@ async def test_unix_url_must_be_an_absolute_path(url: str) -> None:
     with pytest.raises(ValueError, match="absolute path"):
         async with reliablelink.connect(url, client_id="agent-1", key=KEY):
             pass
+
+
+@pytest.fixture
+def plain_tls_setup(request: pytest.FixtureRequest, tmp_path: Path) -> Setup:
+    return make_setup("tls", request, tmp_path)
+
+
+async def test_tls_handshakes_count_against_the_per_address_limit(plain_tls_setup: Setup) -> None:
+    """A flood of TCP connections that never finish TLS is capped like any other unauthenticated one.
+
+    (The WebSocket upgrade still runs in the transport, before the server's admission limits.)
+    """
+    tls_setup = plain_tls_setup
+    async with serving(tls_setup, echo, max_connections_per_address=5, handshake_timeout=30) as (server, _):
+        parts = urlsplit(server.url)
+        assert parts.hostname is not None and parts.port is not None
+        flood = [await trio.open_tcp_stream(parts.hostname, parts.port) for _ in range(12)]
+        closed = [False] * len(flood)
+
+        async def probe(i: int) -> None:
+            closed[i] = await flood[i].receive_some(1) == b""  # closed at once, before any TLS
+
+        with trio.move_on_after(1):
+            async with trio.open_nursery() as probes:
+                for i in range(len(flood)):
+                    probes.start_soon(probe, i)
+        refused = sum(closed)
+        assert refused == 12 - 5, f"{closed}: {refused} of 12 stalled TLS connections refused (limit 5 per address)"
+        for stream in flood:
+            await stream.aclose()
+        await exchange(tls_setup, server.url)
