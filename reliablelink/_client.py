@@ -124,10 +124,14 @@ class _Client:
             await session._run_link(stream, result.params, result.peer_last_received, rest)
             if session._finished:
                 return
-            # A link that stayed up a while resets the backoff; one that dies at once keeps
-            # backing off, so a server that accepts and drops does not get a tight loop.
+            # A link that stayed up a while resets the backoff. One that died at once (a
+            # server or middlebox that accepts and then drops us) backs off like a failed
+            # attempt: reconnecting at once would be a tight loop.
             if trio.current_time() - began >= result.params.heartbeat_interval:
                 attempt = 0
+            else:
+                await trio.sleep(opts.reconnect_backoff.delay(attempt, self.rng))
+                attempt += 1
 
     async def _back_off(self, exc: BaseException, attempt: int, give_up_at: float | None) -> None:
         """Wait before the next attempt; raise ConnectionFailed if the first connection is overdue."""

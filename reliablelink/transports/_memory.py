@@ -10,6 +10,7 @@ It runs on any Trio clock, including ``trio.testing.MockClock``.
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult
 
@@ -23,17 +24,34 @@ DEFAULT_BUFFER = 256 * 1024
 
 
 class _Pipe:
-    """One direction of a connection."""
+    """One direction of a connection: a bounded byte queue with faults.
+
+    Bytes are queued with the time they become readable (``latency``); the queue holds at
+    most ``limit`` bytes, so a writer waits like on a full socket buffer.
+    """
 
     def __init__(self, limit: int) -> None:
-        self.buf = bytearray()
+        self.chunks: deque[tuple[float, bytes]] = deque()
+        self.queued = 0
         self.limit = limit
         self.eof = False  # the writer closed its end
         self.broken = False  # reset
         self.blackhole = False  # bytes vanish
         self.held = False  # bytes wait (clogged)
+        self.latency = 0.0  # seconds before written bytes can be read
+        self.segment: int | None = None  # most bytes one read returns (1: byte by byte)
+        self.drop_after: int | None = None  # reset once this many bytes have passed
         self.bytes_passed = 0
         self.lot = trio.lowlevel.ParkingLot()
+
+    @property
+    def buf(self) -> bytes:
+        """Everything queued (for inspection)."""
+        return b"".join(chunk for _, chunk in self.chunks)
+
+    def clear(self) -> None:
+        self.chunks.clear()
+        self.queued = 0
 
     def changed(self) -> None:
         self.lot.unpark_all()
@@ -46,11 +64,20 @@ class _Pipe:
                 raise trio.BrokenResourceError("connection reset")
             if self.blackhole:
                 break
-            room = self.limit - len(self.buf)
+            room = self.limit - self.queued
+            if self.drop_after is not None:
+                room = min(room, self.drop_after - self.bytes_passed)
+                if room <= 0:
+                    # The connection dies mid-stream, wherever the frame boundaries are.
+                    self.broken = True
+                    self.changed()
+                    continue
             if room > 0:
-                self.buf += view[:room]
-                self.bytes_passed += min(room, len(view))
-                view = view[room:]
+                piece = bytes(view[:room])
+                self.chunks.append((trio.current_time() + self.latency, piece))
+                self.queued += len(piece)
+                self.bytes_passed += len(piece)
+                view = view[len(piece) :]
                 self.changed()
                 continue
             await self.lot.park()
@@ -61,13 +88,22 @@ class _Pipe:
         while True:
             if self.broken:
                 raise trio.BrokenResourceError("connection reset")
-            if self.buf and not self.held:
-                chunk = bytes(self.buf[:max_bytes])
-                del self.buf[:max_bytes]
-                self.changed()
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return chunk
-            if self.eof and not self.buf:
+            if self.chunks and not self.held:
+                due, chunk = self.chunks[0]
+                if due <= trio.current_time():
+                    n = min(max_bytes, self.segment or max_bytes, len(chunk))
+                    if n == len(chunk):
+                        self.chunks.popleft()
+                    else:
+                        self.chunks[0] = (due, chunk[n:])
+                    self.queued -= n
+                    self.changed()
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return chunk[:n]
+                with trio.move_on_at(due):
+                    await self.lot.park()
+                continue
+            if self.eof and not self.chunks:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return b""
             await self.lot.park()
@@ -89,7 +125,7 @@ class MemoryStream(trio.abc.Stream):
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the peer's buffer has room."""
-        while len(self._out.buf) >= self._out.limit and not self._out.broken:
+        while self._out.queued >= self._out.limit and not self._out.broken:
             await self._out.lot.park()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
@@ -132,7 +168,7 @@ class MemoryConnection:
         """Both ends see ``BrokenResourceError`` on their next read or write (like a TCP RST)."""
         for pipe in self._pipes("both"):
             pipe.broken = True
-            pipe.buf.clear()
+            pipe.clear()
             pipe.changed()
 
     def blackhole(self, direction: str = "both") -> None:
@@ -143,7 +179,7 @@ class MemoryConnection:
         """
         for pipe in self._pipes(direction):
             pipe.blackhole = True
-            pipe.buf.clear()
+            pipe.clear()
             pipe.changed()
 
     def clog(self, direction: str = "both") -> None:
@@ -156,6 +192,30 @@ class MemoryConnection:
         for pipe in self._pipes(direction):
             pipe.held = False
             pipe.changed()
+
+    def degrade(
+        self,
+        direction: str = "both",
+        *,
+        latency: float | None = None,
+        segment: int | None = None,
+        drop_after: int | None = None,
+    ) -> None:
+        """Make the link slow or fragile without cutting it.
+
+        Args:
+            direction: ``"both"``, ``"to_server"`` or ``"to_client"``.
+            latency: seconds before written bytes can be read.
+            segment: most bytes a single read returns (1 delivers byte by byte).
+            drop_after: reset the connection once this many more bytes have passed.
+        """
+        for pipe in self._pipes(direction):
+            if latency is not None:
+                pipe.latency = latency
+            if segment is not None:
+                pipe.segment = segment
+            if drop_after is not None:
+                pipe.drop_after = pipe.bytes_passed + drop_after
 
     @property
     def closed(self) -> bool:
