@@ -40,7 +40,8 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def chaos(session: nox.Session) -> None:
-    """Seed sweep of the random-fault simulation (``nox -s chaos -- --seeds 100000``)."""
+    """Long chaos sweep in simulated time (``nox -s chaos -- --seeds 100000``): that many
+    seeded random-fault runs and as many hypothesis fault schedules."""
     session.install("-e", ".[test]")
     seeds = "1000"
     args = list(session.posargs)
@@ -48,7 +49,9 @@ def chaos(session: nox.Session) -> None:
         i = args.index("--seeds")
         seeds = args[i + 1]
         del args[i : i + 2]
-    session.run("pytest", "-n", "auto", "-q", "tests/sim", "-k", "random", *args, env={"RELIABLELINK_SEEDS": seeds})
+    env = {"RELIABLELINK_SEEDS": seeds, "RELIABLELINK_SCHEDULES": seeds}
+    session.run("pytest", "-n", "auto", "-q", "tests/sim/test_session_faults.py", "-k", "random", *args, env=env)
+    session.run("pytest", "-q", "tests/sim/test_fault_schedules.py", *args, env=env)
 
 
 @nox.session
