@@ -3,12 +3,112 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import logging
+import math
+import random
 import sys
+from collections.abc import Callable
 
 import trio
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from .demo._customer_service import run_demo_command
+    from .demo._views import make_view
+
+    # The demo reports expiries and reconnects itself; the library's own warnings about
+    # them would only repeat that.
+    logging.getLogger("reliablelink").setLevel(logging.ERROR)
+    view = make_view(plain=args.plain)
+    report = trio.run(
+        functools.partial(
+            run_demo_command, view, duration=args.duration, agents=args.agents, visitors=args.visitors, seed=args.seed
+        )
+    )
+    if report is None:
+        return 130  # interrupted twice
+    for line in report.lines():
+        view.line(line)
+    return 0 if report.ok else 1
+
+
+def _demo_server(args: argparse.Namespace) -> int:
+    from ._keys import load_key_file
+    from .demo._demo_server import DemoServerSettings, run_demo_server
+
+    try:
+        keys = load_key_file(args.keys)
+    except (OSError, ValueError) as exc:
+        print(f"reliablelink demo-server: cannot read the keys: {exc}", file=sys.stderr)
+        return 2
+    if not keys:
+        print(
+            f"reliablelink demo-server: no keys in {args.keys} (make some with 'reliablelink keygen')", file=sys.stderr
+        )
+        return 2
+    _log_warnings()
+    settings = DemoServerSettings(
+        listen=args.listen,
+        keys=keys,
+        visitors=args.visitors,
+        duration=args.duration,
+        seed=random.randrange(1_000_000) if args.seed is None else args.seed,
+        heartbeat_interval=args.heartbeat,
+        session_ttl=args.session_ttl,
+    )
+    return trio.run(run_demo_server, settings)
+
+
+def _demo_agent(args: argparse.Namespace) -> int:
+    from ._errors import AuthenticationError
+    from .demo._demo_agent import DemoAgentSettings, run_demo_agent
+
+    try:
+        key = _read_key(args.key, args.id)
+    except (OSError, ValueError) as exc:
+        print(f"reliablelink demo-agent: bad --key: {exc}", file=sys.stderr)
+        return 2
+    _log_warnings()
+    settings = DemoAgentSettings(
+        url=args.connect,
+        agent=args.id,
+        key=key,
+        interactive=sys.stdin.isatty() and not args.scripted,
+        duration=args.duration,
+        heartbeat_interval=args.heartbeat,
+    )
+    try:
+        return trio.run(run_demo_agent, settings)
+    except AuthenticationError as exc:
+        print(f"reliablelink demo-agent: the server refused {args.id!r}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _read_key(value: str, client_id: str) -> bytes:
+    """``--key``: a key in hex or base64, or ``@FILE``: a key file (the line for
+    ``client_id``) or a file holding just the key."""
+    from pathlib import Path
+
+    from ._keys import load_key_file, parse_key
+
+    if not value.startswith("@"):
+        return parse_key(value)
+    path = value[1:]
+    try:
+        keys = load_key_file(path)
+    except ValueError:
+        return parse_key(Path(path).read_text(encoding="utf-8"))
+    if client_id not in keys:
+        raise ValueError(f"{path} has no key for {client_id!r}")
+    return keys[client_id]
+
+
+def _log_warnings() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+
+
+def _echo_demo(args: argparse.Namespace) -> int:
     from .demo._echo import echo_with_cuts
 
     report = trio.run(lambda: echo_with_cuts(messages=args.messages, cuts=args.cuts, size=args.size))
@@ -35,20 +135,103 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _at_least(low: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = float(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low:g}, got {value:g}")
+        return value
+
+    return parse
+
+
 def run(argv: list[str]) -> int:
     """Parse ``argv`` and run the chosen subcommand; return the exit status."""
     parser = argparse.ArgumentParser(prog="reliablelink", description="reliablelink tools and demos")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser(
-        "demo", help="echo server and client exchanging messages while the connection is cut and restored"
-    )
-    demo.add_argument("--messages", type=int, default=5000, help="messages each way (default 5000)")
-    demo.add_argument("--cuts", type=int, default=30, help="connection resets during the run (default 30)")
-    demo.add_argument("--size", type=int, default=64, help="message size in bytes, at least 8 (default 64)")
-    demo.set_defaults(func=_demo)
+    _add_demo(sub)
+    _add_echo_demo(sub)
+    _add_demo_server(sub)
+    _add_demo_agent(sub)
     keygen = sub.add_parser("keygen", help="print new random keys as key-file lines ('client_id hexkey')")
     keygen.add_argument("client_ids", nargs="+", metavar="CLIENT_ID", help="client ids to make keys for")
     keygen.set_defaults(func=_keygen)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
+
+
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="customer service in one process: a server, agents behind chaos proxies, visitors; cables pulled",
+        description=(
+            "A server routes visitor chats to agents whose links run through chaos proxies; cables are pulled "
+            "and restored on a seeded schedule (one pull outlasts session_ttl: the session expires and its "
+            "conversations go to another agent). Ends with a ledger of every message both ways; exit status 0 "
+            "only if nothing was lost, duplicated or reordered."
+        ),
+    )
+    demo.add_argument("--duration", type=_at_least(3.0), default=10.0, help="seconds of chatting (default 10)")
+    demo.add_argument("--agents", type=_count, default=3, help="agents, each behind its own proxy (default 3)")
+    demo.add_argument("--visitors", type=_count, default=6, help="visitors chatting at once (default 6)")
+    demo.add_argument("--seed", type=int, default=None, help="seed of the pulls and chats (default: random)")
+    demo.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
+    demo.set_defaults(func=_demo)
+
+
+def _add_echo_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    echo = sub.add_parser(
+        "echo-demo", help="echo server and client exchanging messages while the connection is cut and restored"
+    )
+    echo.add_argument("--messages", type=int, default=5000, help="messages each way (default 5000)")
+    echo.add_argument("--cuts", type=int, default=30, help="connection resets during the run (default 30)")
+    echo.add_argument("--size", type=int, default=64, help="message size in bytes, at least 8 (default 64)")
+    echo.set_defaults(func=_echo_demo)
+
+
+def _add_demo_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    server = sub.add_parser(
+        "demo-server",
+        help="customer-service server with simulated visitors, for agents started with demo-agent",
+        description=(
+            "Listens for agents, simulates visitors and routes their chats to the agents online; an agent whose "
+            "session expires has its unanswered conversations handed to another agent. The first line printed is "
+            "'listening on URL'. Ctrl-C stops cleanly (the agents end too) and prints the ledger; exit status 0 "
+            "only if every visitor message got exactly one answer, in order."
+        ),
+    )
+    server.add_argument("--listen", required=True, metavar="URL", help="where to listen, e.g. tcp://0.0.0.0:7000")
+    server.add_argument("--keys", required=True, metavar="FILE", help="key file of the agents (see keygen)")
+    server.add_argument("--visitors", type=_count, default=3, help="visitors chatting at once (default 3)")
+    server.add_argument("--duration", type=_at_least(0.1), default=math.inf, help="stop after SECONDS")
+    server.add_argument("--seed", type=int, default=None, help="seed of the visitors' chats")
+    server.add_argument("--heartbeat", type=_at_least(0.05), default=1.0, help="heartbeat seconds (default 1)")
+    server.add_argument("--session-ttl", type=_at_least(0.1), default=30.0, help="seconds (default 30)")
+    server.set_defaults(func=_demo_server)
+
+
+def _add_demo_agent(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    agent = sub.add_parser(
+        "demo-agent",
+        help="an agent desk for demo-server: shows visitors' messages and answers them",
+        description=(
+            "Connects to demo-server and answers every visitor message: typed answers on a terminal (an empty "
+            "line sends the scripted one), scripted answers otherwise. Pull the cable: it reconnects and resumes "
+            "with nothing lost. Ends with Ctrl-C, --duration, or when the server closes the session."
+        ),
+    )
+    agent.add_argument("--connect", required=True, metavar="URL", help="the server, e.g. tcp://host:7000")
+    agent.add_argument("--id", required=True, help="this agent's id, as in the server's key file")
+    agent.add_argument("--key", required=True, metavar="KEY|@FILE", help="the key (hex or base64) or @keyfile")
+    agent.add_argument("--duration", type=_at_least(0.1), default=math.inf, help="stop after SECONDS")
+    agent.add_argument("--heartbeat", type=_at_least(0.05), default=1.0, help="heartbeat seconds (default 1)")
+    agent.add_argument("--scripted", action="store_true", help="scripted answers even on a terminal")
+    agent.set_defaults(func=_demo_agent)

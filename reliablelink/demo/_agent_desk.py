@@ -1,0 +1,243 @@
+"""The agent desk: a client that stays online all day and answers visitors.
+
+One session at a time, through :func:`reliablelink.connect`, which reconnects by itself.
+The desk adds only what the transport cannot do: when the server has forgotten the session
+(``SessionExpired``), it starts a new one; the server has meanwhile handed the old
+session's unanswered conversations to other agents.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import trio
+
+from .. import ConnectionFailed, LinkState, ReliableLinkError, Session, SessionExpired, connect
+from ._chat_ledger import ArrivalCheck, ChatLedger
+from ._chat_protocol import Answer, VisitorMessage, decode_visitor_message
+from ._chat_script import scripted_answer
+from ._link_tally import LinkTally
+
+__all__ = ["AgentDesk", "Answerer", "DeskEvents", "ScriptedAnswerer", "TypedAnswerer"]
+
+_QUEUE = 64  # received messages waiting for their answer (bounded: backpressure to the server)
+
+
+class Answerer(Protocol):
+    """Writes the answer to a visitor message."""
+
+    async def answer(self, message: VisitorMessage) -> str:
+        """The answer to ``message``."""
+        ...
+
+
+class ScriptedAnswerer:
+    """Canned answers after a short random "typing" delay.
+
+    Args:
+        delay: ``(low, high)`` seconds of typing per answer.
+        seed: seed of the delays.
+    """
+
+    def __init__(self, delay: tuple[float, float] = (0.0, 0.0), seed: int | str | None = None) -> None:
+        self._delay = delay
+        self._rng = random.Random(seed)
+
+    async def answer(self, message: VisitorMessage) -> str:
+        """A scripted answer that fits the message."""
+        await trio.sleep(self._rng.uniform(*self._delay))
+        return scripted_answer(message.text)
+
+
+class TypedAnswerer:
+    """Answers typed on standard input, one line per message (an empty line: the scripted
+    answer; after the end of input, every answer is scripted)."""
+
+    def __init__(self) -> None:
+        self._ended = False
+
+    async def answer(self, message: VisitorMessage) -> str:
+        """Prompt for the answer to ``message`` and read it."""
+        if self._ended:
+            return scripted_answer(message.text)
+        print(f"  your answer to {message.visitor} [{message.conv} #{message.seq}] > ", end="", flush=True)
+        line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+        self._ended = not line
+        return line.strip() or scripted_answer(message.text)
+
+
+class DeskEvents:
+    """What an :class:`AgentDesk` reports; override the methods of interest (all do nothing here)."""
+
+    def state_changed(self, desk: AgentDesk) -> None:
+        """``desk.state`` changed."""
+
+    def note(self, desk: AgentDesk, text: str) -> None:
+        """Something worth telling (a reconnect, an expiry)."""
+
+    def session_started(self, desk: AgentDesk, session: Session) -> None:
+        """The desk is online with a new session (the first one, or one after an expiry)."""
+
+    def message(self, desk: AgentDesk, message: VisitorMessage) -> None:
+        """A visitor message arrived."""
+
+    def answered(self, desk: AgentDesk, answer: Answer) -> None:
+        """An answer was sent (``send`` accepted it)."""
+
+
+class AgentDesk:
+    """One agent: connects, answers every visitor message in order, starts a new session after an expiry.
+
+    Args:
+        url: the server.
+        agent: the agent's client id.
+        key: the agent's key.
+        answerer: writes the answers.
+        events: told about what happens.
+        ledger: in the one-process demo, the shared ledger to record receipts and answers in.
+        options: passed to :func:`reliablelink.connect`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        agent: str,
+        key: bytes,
+        *,
+        answerer: Answerer,
+        events: DeskEvents | None = None,
+        ledger: ChatLedger | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.url = url
+        self.agent = agent
+        self._key = key
+        self._answerer = answerer
+        self._events = events or DeskEvents()
+        self._ledger = ledger
+        self._options = dict(options or {})
+        self.state = "connecting"
+        self.state_since = trio.current_time()
+        self.tally = LinkTally()
+        self.check = ArrivalCheck()
+        self.closed_by_server = False
+        self._stopping = False
+        self._run_scope = trio.CancelScope()
+        self._session_scope: trio.CancelScope | None = None
+
+    def stop(self) -> None:
+        """End the desk: the current session is drained and closed, then :meth:`run` returns."""
+        self._stopping = True
+        if self._session_scope is not None:
+            self._session_scope.cancel()
+        else:
+            self._run_scope.cancel()
+
+    async def run(self) -> None:
+        """Serve visitors until :meth:`stop` or until the server closes the session.
+
+        Raises:
+            AuthenticationError: the server does not accept this agent's id and key.
+        """
+        with self._run_scope:
+            while not self._stopping:
+                try:
+                    async with connect(self.url, client_id=self.agent, key=self._key, **self._options) as session:
+                        ended = await self._serve(session)
+                except ConnectionFailed as exc:
+                    self._events.note(self, f"cannot reach the server ({exc}); trying again")
+                    self._set_state("connecting")
+                    continue
+                if isinstance(ended, SessionExpired):
+                    self._events.note(self, "the server forgot the session (expired); starting a new session")
+                    self._set_state("new session")
+                    continue
+                if ended is None and not self._stopping:
+                    self.closed_by_server = True
+                    self._events.note(self, "the server closed the session")
+                break
+        self._set_state("closed")
+
+    async def _serve(self, session: Session) -> ReliableLinkError | None:
+        """Carry one session; return why it ended (``None``: closed by the server or stopped)."""
+        self.tally.start(session)
+        self._set_state("online")
+        self._events.session_started(self, session)
+        answered_before, received_before = self.check.answered, self.check.received
+        ended: ReliableLinkError | None = None
+        send, receive = trio.open_memory_channel[VisitorMessage](_QUEUE)
+        with trio.CancelScope() as scope:
+            self._session_scope = scope
+            if self._stopping:
+                scope.cancel()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_link, session)
+                nursery.start_soon(self._answer, session, receive)
+                ended = await self._receive(session, send)
+                nursery.cancel_scope.cancel()
+        self._session_scope = None
+        unanswered = (self.check.received - received_before) - (self.check.answered - answered_before)
+        if unanswered:  # the server hands them to another agent
+            self.check.on_abandon(unanswered)
+        self.tally.end(session, expired=isinstance(ended, SessionExpired))
+        return ended
+
+    async def _receive(
+        self, session: Session, send: trio.MemorySendChannel[VisitorMessage]
+    ) -> ReliableLinkError | None:
+        try:
+            async for data in session:
+                message = decode_visitor_message(data)
+                self.check.on_receive(session.session_id, message.conv, message.seq)
+                if self._ledger is not None:
+                    self._ledger.agent_received(message.conv, message.seq, session.session_id, self.agent)
+                self._events.message(self, message)
+                await send.send(message)
+        except SessionExpired as exc:
+            return exc
+        except ReliableLinkError as exc:
+            self._events.note(self, f"session ended: {exc}")
+            return exc
+        return None
+
+    async def _answer(self, session: Session, receive: trio.MemoryReceiveChannel[VisitorMessage]) -> None:
+        async for message in receive:
+            answer = Answer(message.conv, message.seq, await self._answerer.answer(message))
+            try:
+                await session.send(answer.encode())
+            except ReliableLinkError:
+                return  # the receiver sees the same end
+            self.check.on_answer()
+            if self._ledger is not None:
+                self._ledger.answer_sent(answer.conv, answer.seq, session.session_id, self.agent)
+            self._events.answered(self, answer)
+
+    async def _watch_link(self, session: Session) -> None:
+        offline_since = math.nan
+        while True:
+            state = await session.wait_link_change()
+            now = trio.current_time()
+            if state is LinkState.RECONNECTING:
+                offline_since = now
+                self._set_state("reconnecting")
+                self._events.note(self, "link lost, reconnecting")
+            elif state is LinkState.CONNECTED:
+                stats = session.stats
+                self._set_state("online")
+                self._events.note(
+                    self,
+                    f"back online after {now - offline_since:.1f} s, session resumed "
+                    f"(reconnect {stats.reconnects}, {stats.resent} messages resent so far)",
+                )
+            else:
+                return
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.state_since = trio.current_time()
+            self._events.state_changed(self)

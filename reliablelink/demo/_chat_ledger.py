@@ -1,0 +1,286 @@
+"""Exactly-once accounting for the customer-service demo.
+
+Every conversation is checked in both directions with :class:`reliablelink.testing.Ledger`,
+one ledger per conversation and direction, messages named by their ``seq``:
+
+* **visitor -> agent**: *sent* are the visitor's messages; *delivered* are those an agent's
+  application received; *duplicated* counts a message received twice, *reordered* one
+  received after a later message of the same conversation.
+* **agent -> visitor**: *sent* are the answers an agent's ``send`` accepted; *delivered* are
+  those that reached the visitor's conversation on the server.
+
+The demo's final line adds both directions up.
+
+**Handover after an expiry.** reliablelink is exactly-once for the life of a session. When a
+session ends for good (the server expired it: ``SessionExpired``), the server's handler sees
+the end only after it has read every answer that arrived on it. At that moment the
+conversations that agent held are *settled* up to their last answered message; every later
+message of theirs is handed to another agent, which gets it again (marked ``handover``) in
+a new *segment* (one conversation on one session). So for each segment the ledger counts:
+
+* messages up to the settled ``seq``: received and answered there, counted once;
+* messages after it: the application's to re-deliver. The old session's receipt of one of
+  them, if any, does not count (its answer could never reach the visitor), and neither does
+  an answer the old agent's ``send`` had accepted but the expired session never delivered.
+  The next segment counts them. They are shown per agent as *handed over*, never as lost:
+  the transport lost nothing silently (it raised ``SessionExpired``), and the application
+  re-routed them.
+
+A visitor message is therefore *lost* only if no agent ever received it (or its answer never
+came back), and *duplicated* only if two counted receipts (or answers) exist for it: what
+the visitor would notice.
+
+The two-process ``demo-server`` cannot see what the agents received; it uses the
+:meth:`ChatLedger.round_trip` ledger instead: *sent* are visitor messages, *delivered* those
+whose answer reached the conversation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ..testing import Ledger, LedgerResult
+
+__all__ = ["AgentTally", "ArrivalCheck", "ChatLedger", "sum_results"]
+
+
+def sum_results(results: Iterable[LedgerResult]) -> LedgerResult:
+    """Add ledger results up, field by field."""
+    sent = delivered = lost = duplicated = reordered = unexpected = 0
+    for r in results:
+        sent += r.sent
+        delivered += r.delivered
+        lost += r.lost
+        duplicated += r.duplicated
+        reordered += r.reordered
+        unexpected += r.unexpected
+    return LedgerResult(sent, delivered, lost, duplicated, reordered, unexpected)
+
+
+@dataclass(eq=False)
+class _Segment:
+    """One conversation on one agent session."""
+
+    agent: str
+    settled: float = math.inf  # seqs above it were handed over to another segment
+    routed: list[int] = field(default_factory=list)
+    received: list[int] = field(default_factory=list)
+    answers_sent: list[int] = field(default_factory=list)
+    answers_received: list[int] = field(default_factory=list)
+
+    def counts(self, seq: int) -> bool:
+        return seq <= self.settled
+
+
+@dataclass(eq=False)
+class _Conversation:
+    visitor_sent: list[int] = field(default_factory=list)
+    # Both in the order they happened, across segments (for the reordering check).
+    arrivals: list[tuple[int, _Segment]] = field(default_factory=list)
+    answers_sent: list[tuple[int, _Segment]] = field(default_factory=list)
+    answers_received: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTally:
+    """One agent's share of the traffic, over all its sessions.
+
+    Attributes:
+        agent: the agent's client id.
+        to_agent: visitor messages routed to it and settled there.
+        to_visitor: its answers.
+        handed_over: messages it had been sent that went to another agent after its session ended.
+        answered: its answers the server received (all the server can see of ``to_visitor``).
+    """
+
+    agent: str
+    to_agent: LedgerResult
+    to_visitor: LedgerResult
+    handed_over: int
+    answered: int
+
+    @property
+    def total(self) -> LedgerResult:
+        """Both directions added up."""
+        return sum_results((self.to_agent, self.to_visitor))
+
+
+class ChatLedger:
+    """Records a chat's events as they happen; classifies them at the end (see the module docstring).
+
+    Session ids name segments: ``(conversation, session id)`` is one conversation on one
+    agent session.
+    """
+
+    def __init__(self) -> None:
+        self._conversations: dict[str, _Conversation] = {}
+        self._segments: dict[tuple[str, str], _Segment] = {}
+
+    def _conv(self, conv: str) -> _Conversation:
+        found = self._conversations.get(conv)
+        if found is None:
+            found = self._conversations[conv] = _Conversation()
+        return found
+
+    def _segment(self, conv: str, session_id: str, agent: str) -> _Segment:
+        key = (conv, session_id)
+        found = self._segments.get(key)
+        if found is None:
+            found = self._segments[key] = _Segment(agent)
+        return found
+
+    # -- events --------------------------------------------------------------------------
+
+    def visitor_sent(self, conv: str, seq: int) -> None:
+        """A visitor sent message ``seq`` of ``conv`` (the server holds it)."""
+        self._conv(conv).visitor_sent.append(seq)
+
+    def routed(self, conv: str, seq: int, session_id: str, agent: str) -> None:
+        """The server's ``send`` to the agent's session accepted the message."""
+        self._segment(conv, session_id, agent).routed.append(seq)
+
+    def agent_received(self, conv: str, seq: int, session_id: str, agent: str) -> None:
+        """The agent's application received the message."""
+        segment = self._segment(conv, session_id, agent)
+        segment.received.append(seq)
+        self._conv(conv).arrivals.append((seq, segment))
+
+    def answer_sent(self, conv: str, seq: int, session_id: str, agent: str) -> None:
+        """The agent's ``send`` accepted its answer to message ``seq``."""
+        segment = self._segment(conv, session_id, agent)
+        segment.answers_sent.append(seq)
+        self._conv(conv).answers_sent.append((seq, segment))
+
+    def answer_received(self, conv: str, seq: int, session_id: str, agent: str) -> None:
+        """The server received the answer to message ``seq`` (it reached the visitor)."""
+        self._segment(conv, session_id, agent).answers_received.append(seq)
+        self._conv(conv).answers_received.append(seq)
+
+    def handed_over(self, conv: str, session_id: str, agent: str, settled: int) -> None:
+        """The agent's session ended; messages of ``conv`` after ``settled`` go to another agent."""
+        self._segment(conv, session_id, agent).settled = settled
+
+    # -- results -------------------------------------------------------------------------
+
+    def legs(self) -> tuple[LedgerResult, LedgerResult]:
+        """``(visitor -> agent, agent -> visitor)``, over all conversations."""
+        to_agent: list[LedgerResult] = []
+        to_visitor: list[LedgerResult] = []
+        for conv in self._conversations.values():
+            incoming, outgoing = Ledger(), Ledger()
+            for seq in conv.visitor_sent:
+                incoming.on_send(seq)
+            for seq, segment in conv.arrivals:
+                if segment.counts(seq):
+                    incoming.on_receive(seq)
+            for seq, segment in conv.answers_sent:
+                if segment.counts(seq):
+                    outgoing.on_send(seq)
+            for seq in conv.answers_received:
+                outgoing.on_receive(seq)
+            to_agent.append(incoming.result())
+            to_visitor.append(outgoing.result())
+        return sum_results(to_agent), sum_results(to_visitor)
+
+    def total(self) -> LedgerResult:
+        """Both directions added up: the demo's final ``ledger:`` line."""
+        return sum_results(self.legs())
+
+    def round_trip(self) -> LedgerResult:
+        """Visitor messages against the answers that came back (all the server can see)."""
+        results = []
+        for conv in self._conversations.values():
+            ledger = Ledger()
+            for seq in conv.visitor_sent:
+                ledger.on_send(seq)
+            for seq in conv.answers_received:
+                ledger.on_receive(seq)
+            results.append(ledger.result())
+        return sum_results(results)
+
+    def by_agent(self) -> list[AgentTally]:
+        """Each agent's share, in order of agent id."""
+        parts: dict[str, tuple[list[LedgerResult], list[LedgerResult], list[int], list[int]]] = {}
+        for segment in self._segments.values():
+            to_agent, to_visitor, handed, answered = parts.setdefault(segment.agent, ([], [], [], []))
+            incoming, outgoing = Ledger(), Ledger()
+            for seq in segment.routed:
+                if segment.counts(seq):
+                    incoming.on_send(seq)
+            for seq in segment.received:
+                if segment.counts(seq):
+                    incoming.on_receive(seq)
+            for seq in segment.answers_sent:
+                if segment.counts(seq):
+                    outgoing.on_send(seq)
+            for seq in segment.answers_received:
+                outgoing.on_receive(seq)
+            to_agent.append(incoming.result())
+            to_visitor.append(outgoing.result())
+            handed.append(sum(1 for seq in segment.routed if not segment.counts(seq)))
+            answered.append(len(set(segment.answers_received)))
+        return [
+            AgentTally(agent, sum_results(a), sum_results(v), sum(h), sum(n))
+            for agent, (a, v, h, n) in sorted(parts.items())
+        ]
+
+
+class ArrivalCheck:
+    """What one agent can check alone: within each session, each conversation's messages
+    arrive once, in order, without gaps (a handed-over conversation may start above 1).
+
+    ``lost`` counts gaps: a message missing below one that arrived in the same session.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], set[int]] = {}
+        self._highest: dict[tuple[str, str], int] = {}
+        self.received = 0
+        self.answered = 0
+        self.abandoned = 0
+        self.duplicated = 0
+        self.reordered = 0
+
+    def on_receive(self, session_id: str, conv: str, seq: int) -> None:
+        """A visitor message arrived on session ``session_id``."""
+        key = (session_id, conv)
+        seen = self._seen.setdefault(key, set())
+        if seq in seen:
+            self.duplicated += 1
+            return
+        self.received += 1
+        seen.add(seq)
+        highest = self._highest.get(key, seq)
+        if seq < highest:
+            self.reordered += 1
+        self._highest[key] = max(highest, seq)
+
+    def on_answer(self) -> None:
+        """An answer was sent."""
+        self.answered += 1
+
+    def on_abandon(self, count: int) -> None:
+        """``count`` messages went unanswered because their session ended (the server re-routes them)."""
+        self.abandoned += count
+
+    @property
+    def lost(self) -> int:
+        """Messages missing below the highest one of their conversation and session."""
+        return sum(max(seen) - min(seen) + 1 - len(seen) for seen in self._seen.values() if seen)
+
+    @property
+    def exact(self) -> bool:
+        """No gap, no duplicate, nothing reordered, and every message answered or re-routed."""
+        return (self.lost, self.duplicated, self.reordered) == (0, 0, 0) and (
+            self.answered + self.abandoned == self.received
+        )
+
+    def line(self) -> str:
+        """``ledger: received N, answered N, lost 0, duplicated 0, reordered 0``."""
+        extra = f", left with ended sessions {self.abandoned}" if self.abandoned else ""
+        return (
+            f"ledger: received {self.received}, answered {self.answered}{extra}, lost {self.lost}, "
+            f"duplicated {self.duplicated}, reordered {self.reordered}"
+        )

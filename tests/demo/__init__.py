@@ -1,0 +1,1 @@
+"""Tests of the customer-service demo and its command line."""
