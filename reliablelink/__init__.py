@@ -16,6 +16,7 @@ from ._errors import SessionExpired as SessionExpired
 from ._errors import SessionMoved as SessionMoved
 from ._keys import generate_key as generate_key
 from ._keys import load_key_file as load_key_file
+from ._keys import parse_key as parse_key
 from ._options import Backoff as Backoff
 from ._server import Server as Server
 from ._server import serve as serve

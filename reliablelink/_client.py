@@ -40,7 +40,9 @@ async def connect(url: str, *, client_id: str, key: bytes | str, **options: Any)
     Args:
         url: where the server listens, for example ``tcp://host:7000``.
         client_id: this client's id, as the server's ``keys`` knows it.
-        key: this client's secret (bytes, or a string taken as UTF-8).
+        key: this client's secret as bytes. A ``str`` is taken as UTF-8 text, not decoded:
+            for a hex or base64 key as printed by ``reliablelink keygen``, pass
+            ``reliablelink.parse_key(text)``.
         **options: ``heartbeat_interval`` (3 s), ``dead_after`` (3 intervals),
             ``max_message_size`` (1 MiB), ``max_inflight`` (4096 messages),
             ``max_inflight_bytes`` (8 MiB), ``reconnect_backoff`` (a :class:`Backoff` or an

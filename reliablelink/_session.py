@@ -178,7 +178,8 @@ class Session:
     async def wait_link_change(self) -> LinkState:
         """Wait until :attr:`link_state` changes; return the new state.
 
-        For showing "reconnecting…" in a user interface without handling errors.
+        For showing "reconnecting…" in a user interface without handling errors. Once the
+        session is ``CLOSED`` it returns ``CLOSED`` at once, every time: stop watching then.
         """
         before = self._link_state
         while self._link_state is before and before is not LinkState.CLOSED:
