@@ -160,12 +160,44 @@ def run(argv: list[str]) -> int:
     _add_echo_demo(sub)
     _add_demo_server(sub)
     _add_demo_agent(sub)
+    _add_chaos_proxy(sub)
     keygen = sub.add_parser("keygen", help="print new random keys as key-file lines ('client_id hexkey')")
     keygen.add_argument("client_ids", nargs="+", metavar="CLIENT_ID", help="client ids to make keys for")
     keygen.set_defaults(func=_keygen)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
+
+
+def _add_chaos_proxy(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    proxy = sub.add_parser(
+        "chaos-proxy",
+        help="a TCP proxy that adds latency, caps bandwidth, slices, blackholes and resets connections",
+        description="Forward --listen to --upstream and misbehave. Toxics: latency=S, jitter=S, bandwidth=BYTES_PER_S, "
+        "slice_size=N, blackhole=up|down|both, reset_after=BYTES, slow_close=S, refuse=1.",
+    )
+    proxy.add_argument("--listen", required=True, help="tcp://host:port to listen on")
+    proxy.add_argument("--upstream", required=True, help="tcp://host:port of the real server")
+    proxy.add_argument("--toxic", action="append", default=[], metavar="NAME=VALUE", help="a toxic (repeatable)")
+    proxy.add_argument("--kill-every", type=float, metavar="SECONDS", help="reset every connection this often")
+    proxy.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
+    proxy.set_defaults(func=_chaos_proxy)
+
+
+def _chaos_proxy(args: argparse.Namespace) -> int:
+    from .testing import Toxics
+    from .testing._proxy_cli import run_proxy
+
+    try:
+        for spec in args.toxic:
+            Toxics().set(spec)
+    except ValueError as exc:
+        print(f"reliablelink chaos-proxy: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return trio.run(run_proxy, args.listen, args.upstream, args.toxic, args.kill_every, args.duration)
+    except KeyboardInterrupt:
+        return 0
 
 
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket as socket_module
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -9,6 +12,7 @@ import pytest
 import trio
 
 import reliablelink
+from reliablelink.__main__ import main
 from reliablelink.testing import ChaosProxy, Ledger, Toxics, number_of, numbered
 from tests.conftest import KEY, start_server
 
@@ -139,3 +143,47 @@ def test_toxic_specs() -> None:
     assert t.blackhole_down and not t.blackhole_up
     with pytest.raises(ValueError, match="unknown toxic"):
         t.set("lag=1")
+
+
+async def test_chaos_proxy_command_line_forwards_and_resets() -> None:
+    """``reliablelink chaos-proxy`` between a real client and server: traffic flows, resets
+    happen on schedule, the ledger stays exact."""
+    with socket_module.socket() as probe:  # a free port for the proxy to listen on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    echoes = Ledger()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, echo, "tcp://127.0.0.1:0", **FAST)
+            cmd = [
+                sys.executable, "-m", "reliablelink", "chaos-proxy",
+                "--listen", f"tcp://127.0.0.1:{port}", "--upstream", server.url,
+                "--toxic", "latency=0.01", "--kill-every", "0.3", "--duration", "20",
+            ]  # fmt: skip
+            proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE)
+            try:
+                assert proc.stdout is not None
+                first = await proc.stdout.receive_some(4096)
+                assert b"chaos proxy tcp://127.0.0.1:" in first, first
+                url = f"tcp://127.0.0.1:{port}"
+                async with reliablelink.connect(url, client_id="agent-1", key=KEY, **FAST) as session:
+                    for i in range(200):
+                        await session.send(numbered(i))
+                        echoes.on_send(i)
+                        echoes.on_receive(number_of(await session.receive()))
+                        await trio.sleep(0.005)
+                    reconnects = session.stats.reconnects
+            finally:
+                proc.terminate()
+                await proc.wait()
+            nursery.cancel_scope.cancel()
+    assert echoes.result().exact, echoes.result().line("echoes")
+    assert reconnects >= 1, "the proxy's scheduled resets reached the session"
+
+
+def test_chaos_proxy_command_rejects_unknown_toxics() -> None:
+
+    assert (
+        main(["chaos-proxy", "--listen", "tcp://127.0.0.1:0", "--upstream", "tcp://127.0.0.1:1", "--toxic", "lag=1"])
+        == 2
+    )
