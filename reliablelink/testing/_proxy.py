@@ -2,7 +2,8 @@
 
 Point a client at the proxy instead of the server and make the network misbehave, from
 Python (``proxy.toxics.latency = 0.2``, ``proxy.kill_all()``) or from the command line
-(``reliablelink chaos-proxy``). Toxics apply to connections already open and to new ones.
+(``reliablelink chaos-proxy``). Changing a field of ``proxy.toxics`` affects connections
+already open and new ones; assigning a new ``Toxics`` object affects new connections only.
 """
 
 from __future__ import annotations
