@@ -13,7 +13,7 @@ import os
 
 import trio
 import trio.testing
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import reliablelink
@@ -80,6 +80,10 @@ async def scenario(schedule: list[Fault], sizes: list[int], seed: int) -> None:
     max_examples=int(os.environ.get("RELIABLELINK_SCHEDULES", "60")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
+    # No shrinking: a failing run costs up to 120 simulated seconds of reconnects, and
+    # shrinking would replay hundreds of them. Schedules are short enough to read as found.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    report_multiple_bugs=False,
 )
 @given(
     schedule=fault_schedules(),
