@@ -17,6 +17,7 @@ from reliablelink.demo._echo import echo_with_cuts
 from reliablelink.testing import ChaosProxy, Ledger, number_of, numbered
 from reliablelink.transports import StreamOptions, TCPTransport
 from tests.conftest import KEY, start_server
+from tests.security.raw import read_until_closed
 
 FAST = {"heartbeat_interval": 0.2, "dead_after": 0.6, "reconnect_backoff": (0.005, 0.1)}
 SERVER_FAST = {"heartbeat_interval": 0.2, "dead_after": 0.6}
@@ -149,17 +150,6 @@ async def _raw_session(url: str) -> trio.SocketStream:
             await stream.send_all(out)
 
 
-async def _read_until_closed(stream: trio.SocketStream) -> bytes:
-    got = b""
-    with trio.fail_after(10):
-        try:
-            while data := await stream.receive_some(65536):
-                got += data
-        except trio.BrokenResourceError:
-            pass
-    return got
-
-
 HOSTILE_BEFORE_HANDSHAKE = {
     "garbage preface": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
     "wrong version": b"RLNK\x00\x07\r\n",
@@ -189,7 +179,7 @@ async def test_hostile_bytes_close_that_connection_and_the_server_keeps_serving(
                 host, port = server.url.removeprefix("tcp://").rsplit(":", 1)
                 stream = await trio.open_tcp_stream(host, int(port))
                 await stream.send_all(HOSTILE_BEFORE_HANDSHAKE[name])
-            answer = await _read_until_closed(stream)
+            answer = await read_until_closed(stream)
             assert struct.pack(">B", FrameType.ERROR) in answer, "the server says why before closing"
             await stream.aclose()
             # The server is still up and serves a legitimate client.

@@ -34,6 +34,7 @@ from reliablelink._core._frames import FrameType
 from reliablelink.testing import Ledger, number_of, numbered
 from reliablelink.transports import StreamHandler, StreamOptions, Transport, get_transport, register_transport
 from tests.conftest import KEY, KEYS, start_server
+from tests.security.raw import read_until_closed
 
 try:
     from wsproto import ConnectionType, WSConnection
@@ -299,17 +300,6 @@ async def serve_fails(url: str, **options: Any) -> None:
     """Call ``serve``, which is expected to raise before it serves."""
     with trio.fail_after(10):
         await reliablelink.serve(echo, url, keys=KEYS, **options)
-
-
-async def read_until_closed(stream: trio.abc.Stream) -> bytes:
-    got = b""
-    with trio.fail_after(10):
-        try:
-            while data := await stream.receive_some(65536):
-                got += data
-        except trio.BrokenResourceError:
-            pass
-    return got
 
 
 # -- the matrix: every transport, the same session behaviour ------------------------------
