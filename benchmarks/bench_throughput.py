@@ -1,14 +1,25 @@
-"""One-way throughput and 64 B echo latency: reliablelink against raw Trio over loopback TCP.
+"""One-way throughput and 64 B echo latency: reliablelink against raw Trio over loopback.
 
 Sender and receiver (client and echo server) run in two separate worker processes started
 with the ``spawn`` context; this process only hands out jobs and collects the results. The
-receiving worker listens on port 0 and sends its port back through its pipe before the
-sending worker is told to connect.
+receiving worker listens (TCP port 0, or a fresh Unix socket file) and sends its address
+back through its pipe before the sending worker is told to connect.
+
+Transports (``--transports``; default ``tcp``; ``all`` = tcp, tls, ws, wss, unix), each
+measured with reliablelink and with the plain Trio way of sending messages over the same
+transport:
+
+* ``tcp``: Trio ``SocketStream``; ``tls``: ``trio.SSLStream`` over TCP; ``unix``: a Trio
+  ``SocketStream`` on a Unix socket. Raw: 4-byte big-endian length + payload, one
+  ``send_all`` per message; the receiver splits frames out of ``receive_some(65536)``.
+* ``ws`` / ``wss``: raw is trio-websocket (``open_websocket_url`` / ``serve_websocket``,
+  one binary ``send_message`` per message, ``get_message`` on the receiver).
+
+TLS uses a throwaway CA and a certificate for 127.0.0.1 made with ``trustme`` at start.
 
 Throughput cases (each message carries a big-endian u64 counter in its first 8 bytes):
 
-* ``raw``: Trio ``SocketStream``, 4-byte big-endian length + payload, one ``send_all`` per
-  message; the receiver splits frames out of ``receive_some(65536)`` chunks.
+* ``raw``: the raw baseline of the transport, one send per message.
 * ``send``: reliablelink, ``await session.send(msg)`` per message.
 * ``send_many``: reliablelink, ``await session.send_many(batch)`` with batches of 256.
 
@@ -23,6 +34,7 @@ counted, so the rate is ``(N - first) / (t_last - t_first)``.
 Usage::
 
     python benchmarks/bench_throughput.py [--quick] [--out benchmarks/results]
+    python benchmarks/bench_throughput.py --transports all [--sizes 64,1024,16384]
 """
 
 from __future__ import annotations
@@ -31,6 +43,8 @@ import argparse
 import contextlib
 import functools
 import gc
+import importlib.metadata
+import itertools
 import json
 import math
 import multiprocessing
@@ -38,17 +52,22 @@ import os
 import platform
 import resource
 import shlex
+import shutil
+import socket
+import ssl
 import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar, cast
+from urllib.parse import urlsplit
 
 import trio
 
@@ -57,19 +76,61 @@ import reliablelink
 # -- parameters ------------------------------------------------------------------------
 
 SIZES: Final = (64, 1024, 16 * 1024)
+#: Sizes measured when --transports is given and --sizes is not.
+PER_TRANSPORT_SIZES: Final = (1024,)
+TRANSPORTS: Final = ("tcp", "tls", "ws", "wss", "unix")
+DEFAULT_TRANSPORTS: Final = ("tcp",)
+TLS_TRANSPORTS: Final = frozenset({"tls", "wss"})
+WS_TRANSPORTS: Final = frozenset({"ws", "wss"})
+WS_PATH: Final = "/bench"
 THROUGHPUT_CASES: Final = ("raw", "send", "send_many")
 LATENCY_CASES: Final = ("raw", "reliablelink")
 CASE_LABELS: Final = {
-    "raw": "raw Trio, one send_all per message",
     "send": "reliablelink send()",
     "send_many": "reliablelink send_many(256)",
 }
-LATENCY_LABELS: Final = {"raw": "raw Trio (same framing)", "reliablelink": "reliablelink send() + receive()"}
+RAW_LABELS: Final = {
+    "tcp": "raw Trio, one send_all per message",
+    "tls": "raw trio.SSLStream, one send_all per message",
+    "unix": "raw Trio Unix socket, one send_all per message",
+    "ws": "raw trio-websocket, one send_message per message",
+    "wss": "raw trio-websocket over TLS, one send_message per message",
+}
+LATENCY_LABELS: Final = {"reliablelink": "reliablelink send() + receive()"}
+RAW_LATENCY_LABELS: Final = {
+    "tcp": "raw Trio (same framing)",
+    "tls": "raw trio.SSLStream (same framing)",
+    "unix": "raw Trio Unix socket (same framing)",
+    "ws": "raw trio-websocket",
+    "wss": "raw trio-websocket over TLS",
+}
+#: The raw baseline in a few words, for the ratio table.
+RAW_SHORT: Final = {
+    "tcp": "trio.SocketStream (TCP)",
+    "tls": "trio.SSLStream over TCP",
+    "unix": "trio.SocketStream (Unix socket)",
+    "ws": "trio-websocket",
+    "wss": "trio-websocket over TLS",
+}
+#: What each raw baseline is, for the JSON.
+RAW_BASELINES: Final = {
+    "tcp": "trio.open_tcp_stream / trio.open_tcp_listeners (SocketStream); 4-byte length prefix; "
+    "one send_all per message; receive_some(65536)",
+    "tls": "trio.SSLStream over a TCP SocketStream, same contexts as reliablelink; 4-byte length prefix; "
+    "one send_all per message; receive_some(65536)",
+    "unix": "trio.open_unix_socket / a SocketListener on a Unix socket; 4-byte length prefix; "
+    "one send_all per message; receive_some(65536)",
+    "ws": "trio-websocket open_websocket_url / serve_websocket with default options; "
+    "one binary send_message per message; get_message per message",
+    "wss": "trio-websocket over TLS (same contexts as reliablelink), default options; "
+    "one binary send_message per message; get_message per message",
+}
 
-#: Messages per throughput sample in full mode, per (case, size): fixed numbers chosen so
-#: that each sample takes about 1-2 s on a small 2-core VM (the fast cases get more
-#: messages, so that no sample is too short to time well). ``--quick`` divides them by
-#: QUICK_DIVISOR; ``--scale`` multiplies them.
+#: Messages per throughput sample in full mode, per (case, size), for TCP: fixed numbers
+#: chosen so that each sample takes about 1-2 s on a small 2-core VM (the fast cases get
+#: more messages, so that no sample is too short to time well). Other transports scale
+#: them by COUNT_FACTORS. ``--quick`` divides them by QUICK_DIVISOR; ``--scale``
+#: multiplies them.
 FULL_COUNTS: Final = {
     ("raw", 64): 120_000,
     ("send", 64): 800_000,
@@ -80,6 +141,19 @@ FULL_COUNTS: Final = {
     ("raw", 16 * 1024): 80_000,
     ("send", 16 * 1024): 100_000,
     ("send_many", 16 * 1024): 100_000,
+}
+#: (transport, case) -> factor on FULL_COUNTS, so that slower transports keep samples at
+#: about 1-2 s too (1.0 where missing).
+COUNT_FACTORS: Final = {
+    ("tls", "raw"): 0.5,
+    ("tls", "send"): 0.5,
+    ("tls", "send_many"): 0.5,
+    ("ws", "raw"): 0.25,
+    ("ws", "send"): 0.5,
+    ("ws", "send_many"): 0.4,
+    ("wss", "raw"): 0.2,
+    ("wss", "send"): 0.35,
+    ("wss", "send_many"): 0.3,
 }
 QUICK_DIVISOR: Final = 5
 FULL_REPEATS: Final = 5
@@ -101,13 +175,19 @@ QUICK_MAX_WAIT: Final = 20.0
 CLIENT_ID: Final = "bench"
 KEY: Final = b"reliablelink-benchmark-key-0123456789"
 HOST: Final = "127.0.0.1"
+#: In the working directory the parent creates: the trustme CA and the server's key + chain.
+CA_FILE: Final = "ca.pem"
+SERVER_FILE: Final = "server.pem"
 
 LENGTH = struct.Struct(">I")
 SEQ = struct.Struct(">Q")
 #: A raw frame's head: the length prefix, then the payload's own counter.
 RAW_HEAD = struct.Struct(">IQ")
+#: Ends a raw stream that cannot half-close (TLS): a zero-length frame. No message is empty.
+END_FRAME: Final = LENGTH.pack(0)
 
 Role = Literal["receive", "send", "echo_server", "echo_client"]
+Report = Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,15 +195,27 @@ class Job:
     """One half of a measurement, run by one worker process."""
 
     role: Role
+    transport: str
     case: str
     size: int
     count: int
-    port: int = 0
+    #: The parent's scratch directory: TLS files, Unix socket files.
+    workdir: str
+    #: Where the receiver listens, as a URL (filled in for the sending side).
+    address: str = ""
     warmup: int = 0
 
 
 class BenchFailure(Exception):
     """A job failed or a receiver did not get exactly what was sent."""
+
+
+def case_label(transport: str, case: str) -> str:
+    return RAW_LABELS[transport] if case == "raw" else CASE_LABELS[case]
+
+
+def latency_label(transport: str, case: str) -> str:
+    return RAW_LATENCY_LABELS[transport] if case == "raw" else LATENCY_LABELS[case]
 
 
 # -- receiving-side bookkeeping --------------------------------------------------------
@@ -215,30 +307,182 @@ def fillers(size: int) -> bytes:
     return b"\xa5" * (size - SEQ.size)
 
 
+# -- transports: TLS contexts, raw streams, reliablelink URLs ---------------------------
+
+
+def make_certificates(workdir: Path) -> dict[str, Any]:
+    """A throwaway CA and a server certificate for HOST (an IP address SAN), as PEM files."""
+    try:
+        import trustme  # noqa: PLC0415 - needed only for tls:// and wss://
+    except ImportError as exc:
+        raise SystemExit(f"tls and wss need trustme in the environment: pip install trustme ({exc})") from None
+    ca = trustme.CA()
+    leaf = ca.issue_cert(HOST)
+    ca.cert_pem.write_to_path(str(workdir / CA_FILE))
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(workdir / SERVER_FILE))
+    return {"made_with": "trustme", "key_type": "ECDSA, trustme's default", "identity": HOST}
+
+
+@functools.cache
+def server_context(workdir: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(os.path.join(workdir, SERVER_FILE))
+    return context
+
+
+@functools.cache
+def client_context(workdir: str) -> ssl.SSLContext:
+    # Trusts the benchmark's CA only; the hostname (the IP address) is checked as usual.
+    return ssl.create_default_context(cafile=os.path.join(workdir, CA_FILE))
+
+
+_socket_names = itertools.count()
+
+
+def unix_path(job: Job) -> str:
+    return os.path.join(job.workdir, f"{job.case}-{os.getpid()}-{next(_socket_names)}.sock")
+
+
+async def raw_accept(job: Job, report: Report) -> trio.abc.Stream:
+    """Listen, report the address, accept one connection (and do the TLS handshake)."""
+    path = ""
+    if job.transport == "unix":
+        path = unix_path(job)
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await sock.bind(path)
+        sock.listen(1)
+        listener = trio.SocketListener(sock)
+        address = f"unix://{path}"
+    else:
+        listener = (await trio.open_tcp_listeners(0, host=HOST))[0]
+        address = f"{job.transport}://{HOST}:{listener.socket.getsockname()[1]}"
+    report(address)
+    async with listener:
+        stream: trio.abc.Stream = await listener.accept()
+    if path:
+        os.unlink(path)
+    if job.transport == "tls":
+        tls = trio.SSLStream(stream, server_context(job.workdir), server_side=True)
+        await tls.do_handshake()
+        stream = tls
+    return stream
+
+
+async def raw_connect(job: Job) -> trio.abc.Stream:
+    """Connect to the raw receiver (and do the TLS handshake)."""
+    parts = urlsplit(job.address)
+    if job.transport == "unix":
+        return await trio.open_unix_socket(parts.path)
+    if parts.hostname is None or parts.port is None:
+        raise BenchFailure(f"bad address {job.address!r}")
+    tcp = await trio.open_tcp_stream(parts.hostname, parts.port)
+    if job.transport != "tls":
+        return tcp
+    tls = trio.SSLStream(tcp, client_context(job.workdir), server_hostname=parts.hostname)
+    await tls.do_handshake()
+    return tls
+
+
+async def raw_finish(stream: trio.abc.Stream) -> None:
+    """Tell the peer that nothing more comes, then wait until it has closed.
+
+    A half-closeable stream (TCP, Unix) sends EOF; TLS cannot half-close, so it sends the
+    zero-length END_FRAME and the receiver closes when it sees it.
+    """
+    if isinstance(stream, trio.abc.HalfCloseableStream):
+        await stream.send_eof()
+    else:
+        await stream.send_all(END_FRAME)
+    while await stream.receive_some(RAW_READ):
+        pass
+
+
+def tls_info(stream: trio.abc.Stream) -> dict[str, Any]:
+    if isinstance(stream, trio.SSLStream):
+        cipher = stream.cipher()
+        return {"tls_version": stream.version(), "tls_cipher": cipher[0] if cipher else None}
+    return {}
+
+
+def rl_listen_url(job: Job) -> str:
+    if job.transport == "unix":
+        return f"unix://{unix_path(job)}"
+    return f"{job.transport}://{HOST}:0{WS_PATH if job.transport in WS_TRANSPORTS else ''}"
+
+
+def rl_server_options(job: Job) -> dict[str, Any]:
+    return {"ssl_context": server_context(job.workdir)} if job.transport in TLS_TRANSPORTS else {}
+
+
+def rl_client_options(job: Job) -> dict[str, Any]:
+    return {"ssl_context": client_context(job.workdir)} if job.transport in TLS_TRANSPORTS else {}
+
+
+def ws_client_context(job: Job) -> ssl.SSLContext | None:
+    return client_context(job.workdir) if job.transport == "wss" else None
+
+
+def ws_server_context(job: Job) -> ssl.SSLContext | None:
+    return server_context(job.workdir) if job.transport == "wss" else None
+
+
 # -- throughput: receivers -------------------------------------------------------------
 
 
-async def raw_receiver(job: Job, report_port: Callable[[int], None]) -> dict[str, Any]:
-    listener = (await trio.open_tcp_listeners(0, host=HOST))[0]
-    report_port(listener.socket.getsockname()[1])
-    async with listener:
-        stream = await listener.accept()
+async def raw_receiver(job: Job, report: Report) -> dict[str, Any]:
+    stream = await raw_accept(job, report)
     tally = Tally(job.count, job.size)
     tail = b""
+    ended = False
     async with stream:
-        while True:
-            data = await stream.receive_some(RAW_READ)
+        while not ended:
+            data = cast("bytes", await stream.receive_some(RAW_READ))  # SocketStream, SSLStream: bytes
             if not data:
                 break
             msgs, tail = split_frames(tail + data if tail else data)
+            if msgs and not msgs[-1]:  # END_FRAME: no message is empty
+                msgs.pop()
+                ended = True
             tally.add(msgs)
     result = tally.result()
     if tail:
-        result["errors"].append(f"{len(tail)} bytes of an incomplete frame at EOF")
+        result["errors"].append(f"{len(tail)} bytes of an incomplete frame (or after the end) at the end")
     return result
 
 
-async def rl_receiver(job: Job, report_port: Callable[[int], None]) -> dict[str, Any]:
+async def ws_raw_receiver(job: Job, report: Report) -> dict[str, Any]:
+    import trio_websocket  # noqa: PLC0415 - optional, needed only for ws:// and wss://
+
+    tally = Tally(job.count, job.size)
+    done = trio.Event()
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        try:
+            ws = await request.accept()
+            add = tally.add
+            while True:
+                message = await ws.get_message()
+                if not isinstance(message, bytes):
+                    raise BenchFailure("got a text message")
+                add([message])
+        except trio_websocket.ConnectionClosed:
+            pass
+        except Exception as exc:
+            tally.errors.append(f"handler: {exc!r}")
+        finally:
+            done.set()
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(trio_websocket.serve_websocket, handler, HOST, 0, ws_server_context(job))
+        )
+        report(f"{job.transport}://{HOST}:{server.port}{WS_PATH}")
+        await done.wait()
+        nursery.cancel_scope.cancel()
+    return tally.result()
+
+
+async def rl_receiver(job: Job, report: Report) -> dict[str, Any]:
     tally = Tally(job.count, job.size)
     done = trio.Event()
 
@@ -255,9 +499,11 @@ async def rl_receiver(job: Job, report_port: Callable[[int], None]) -> dict[str,
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
-            functools.partial(reliablelink.serve, handler, f"tcp://{HOST}:0", keys={CLIENT_ID: KEY})
+            functools.partial(
+                reliablelink.serve, handler, rl_listen_url(job), keys={CLIENT_ID: KEY}, **rl_server_options(job)
+            )
         )
-        report_port(port_of(server.url))
+        report(server.url)
         await done.wait()
         # Let the session finish (its CLOSE reply flushed) before the server is cancelled.
         await wait_sessions_gone(server)
@@ -271,17 +517,13 @@ async def wait_sessions_gone(server: reliablelink.Server) -> None:
             await trio.sleep(0.001)
 
 
-def port_of(url: str) -> int:
-    return int(url.rsplit(":", 1)[1])
-
-
 # -- throughput: senders ---------------------------------------------------------------
 
 
 async def raw_sender(job: Job) -> dict[str, Any]:
     filler = fillers(job.size)
     pack = RAW_HEAD.pack
-    stream = await trio.open_tcp_stream(HOST, job.port)
+    stream = await raw_connect(job)
     async with stream:
         began = time.perf_counter()
         cpu = time.process_time()
@@ -290,16 +532,32 @@ async def raw_sender(job: Job) -> dict[str, Any]:
             await send_all(pack(job.size, i) + filler)
         sent = time.perf_counter()
         cpu = time.process_time() - cpu
-        await stream.send_eof()
-        while await stream.receive_some(RAW_READ):
-            pass
+        await raw_finish(stream)
+        info = tls_info(stream)
+    return {"send_s": sent - began, "send_cpu_s": cpu, "total_s": time.perf_counter() - began, **info}
+
+
+async def ws_raw_sender(job: Job) -> dict[str, Any]:
+    import trio_websocket  # noqa: PLC0415 - optional, needed only for ws:// and wss://
+
+    filler = fillers(job.size)
+    pack = SEQ.pack
+    async with trio_websocket.open_websocket_url(job.address, ssl_context=ws_client_context(job)) as ws:
+        began = time.perf_counter()
+        cpu = time.process_time()
+        send = ws.send_message
+        for i in range(job.count):
+            await send(pack(i) + filler)
+        sent = time.perf_counter()
+        cpu = time.process_time() - cpu
+    # Leaving the block did the WebSocket closing handshake: the receiver has read everything.
     return {"send_s": sent - began, "send_cpu_s": cpu, "total_s": time.perf_counter() - began}
 
 
 async def rl_sender(job: Job) -> dict[str, Any]:
     filler = fillers(job.size)
     pack = SEQ.pack
-    async with reliablelink.connect(f"tcp://{HOST}:{job.port}", client_id=CLIENT_ID, key=KEY) as session:
+    async with reliablelink.connect(job.address, client_id=CLIENT_ID, key=KEY, **rl_client_options(job)) as session:
         began = time.perf_counter()
         cpu = time.process_time()
         if job.case == "send":
@@ -328,19 +586,20 @@ async def rl_sender(job: Job) -> dict[str, Any]:
 # -- latency ---------------------------------------------------------------------------
 
 
-async def raw_echo_server(job: Job, report_port: Callable[[int], None]) -> dict[str, Any]:
-    listener = (await trio.open_tcp_listeners(0, host=HOST))[0]
-    report_port(listener.socket.getsockname()[1])
-    async with listener:
-        stream = await listener.accept()
+async def raw_echo_server(job: Job, report: Report) -> dict[str, Any]:
+    stream = await raw_accept(job, report)
     echoed = 0
     tail = b""
+    ended = False
     async with stream:
-        while True:
-            data = await stream.receive_some(RAW_READ)
+        while not ended:
+            data = cast("bytes", await stream.receive_some(RAW_READ))  # SocketStream, SSLStream: bytes
             if not data:
                 break
             msgs, tail = split_frames(tail + data if tail else data)
+            if msgs and not msgs[-1]:  # END_FRAME
+                msgs.pop()
+                ended = True
             for m in msgs:
                 await stream.send_all(LENGTH.pack(len(m)) + m)
             echoed += len(msgs)
@@ -348,7 +607,40 @@ async def raw_echo_server(job: Job, report_port: Callable[[int], None]) -> dict[
     return {"echoed": echoed, "errors": errors}
 
 
-async def rl_echo_server(job: Job, report_port: Callable[[int], None]) -> dict[str, Any]:
+async def ws_raw_echo_server(job: Job, report: Report) -> dict[str, Any]:
+    import trio_websocket  # noqa: PLC0415 - optional, needed only for ws:// and wss://
+
+    echoed = 0
+    errors: list[str] = []
+    done = trio.Event()
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        nonlocal echoed
+        try:
+            ws = await request.accept()
+            while True:
+                await ws.send_message(await ws.get_message())
+                echoed += 1
+        except trio_websocket.ConnectionClosed:
+            pass
+        except Exception as exc:
+            errors.append(f"handler: {exc!r}")
+        finally:
+            done.set()
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(trio_websocket.serve_websocket, handler, HOST, 0, ws_server_context(job))
+        )
+        report(f"{job.transport}://{HOST}:{server.port}{WS_PATH}")
+        await done.wait()
+        nursery.cancel_scope.cancel()
+    if echoed != job.count:
+        errors.append(f"echoed {echoed} messages, expected {job.count}")
+    return {"echoed": echoed, "errors": errors}
+
+
+async def rl_echo_server(job: Job, report: Report) -> dict[str, Any]:
     echoed = 0
     errors: list[str] = []
     done = trio.Event()
@@ -366,9 +658,11 @@ async def rl_echo_server(job: Job, report_port: Callable[[int], None]) -> dict[s
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
-            functools.partial(reliablelink.serve, handler, f"tcp://{HOST}:0", keys={CLIENT_ID: KEY})
+            functools.partial(
+                reliablelink.serve, handler, rl_listen_url(job), keys={CLIENT_ID: KEY}, **rl_server_options(job)
+            )
         )
-        report_port(port_of(server.url))
+        report(server.url)
         await done.wait()
         await wait_sessions_gone(server)
         nursery.cancel_scope.cancel()
@@ -381,7 +675,7 @@ async def raw_echo_client(job: Job) -> dict[str, Any]:
     filler = fillers(job.size)
     rtts: list[float] = []
     errors: list[str] = []
-    stream = await trio.open_tcp_stream(HOST, job.port)
+    stream = await raw_connect(job)
     async with stream:
         tail = b""
         for i in range(job.count):
@@ -390,7 +684,7 @@ async def raw_echo_client(job: Job) -> dict[str, Any]:
             await stream.send_all(frame)
             msgs: list[bytes] = []
             while not msgs:
-                data = await stream.receive_some(RAW_READ)
+                data = cast("bytes", await stream.receive_some(RAW_READ))  # SocketStream, SSLStream: bytes
                 if not data:
                     raise BenchFailure("the echo server closed the connection")
                 msgs, tail = split_frames(tail + data if tail else data)
@@ -400,9 +694,28 @@ async def raw_echo_client(job: Job) -> dict[str, Any]:
                 break
             if i >= job.warmup:
                 rtts.append((ended - began) / 1000)
-        await stream.send_eof()
-        while await stream.receive_some(RAW_READ):
-            pass
+        await raw_finish(stream)
+    return {"rtts_us": rtts, "errors": errors}
+
+
+async def ws_raw_echo_client(job: Job) -> dict[str, Any]:
+    import trio_websocket  # noqa: PLC0415 - optional, needed only for ws:// and wss://
+
+    filler = fillers(job.size)
+    rtts: list[float] = []
+    errors: list[str] = []
+    async with trio_websocket.open_websocket_url(job.address, ssl_context=ws_client_context(job)) as ws:
+        for i in range(job.count):
+            msg = payload(i, filler)
+            began = time.perf_counter_ns()
+            await ws.send_message(msg)
+            reply = await ws.get_message()
+            ended = time.perf_counter_ns()
+            if reply != msg:
+                errors.append(f"round trip {i}: wrong echo")
+                break
+            if i >= job.warmup:
+                rtts.append((ended - began) / 1000)
     return {"rtts_us": rtts, "errors": errors}
 
 
@@ -410,7 +723,7 @@ async def rl_echo_client(job: Job) -> dict[str, Any]:
     filler = fillers(job.size)
     rtts: list[float] = []
     errors: list[str] = []
-    async with reliablelink.connect(f"tcp://{HOST}:{job.port}", client_id=CLIENT_ID, key=KEY) as session:
+    async with reliablelink.connect(job.address, client_id=CLIENT_ID, key=KEY, **rl_client_options(job)) as session:
         for i in range(job.count):
             msg = payload(i, filler)
             began = time.perf_counter_ns()
@@ -427,27 +740,37 @@ async def rl_echo_client(job: Job) -> dict[str, Any]:
 
 # -- worker processes ------------------------------------------------------------------
 
-RECEIVERS: Final = {
+#: (role, implementation) -> job function; the implementation is "rl" for reliablelink
+#: cases, "ws" for the raw case over ws/wss (trio-websocket), "raw" for the other raw cases.
+RECEIVERS: Final[dict[tuple[Role, str], Callable[[Job, Report], Awaitable[dict[str, Any]]]]] = {
     ("receive", "raw"): raw_receiver,
-    ("receive", "send"): rl_receiver,
-    ("receive", "send_many"): rl_receiver,
+    ("receive", "ws"): ws_raw_receiver,
+    ("receive", "rl"): rl_receiver,
     ("echo_server", "raw"): raw_echo_server,
-    ("echo_server", "reliablelink"): rl_echo_server,
+    ("echo_server", "ws"): ws_raw_echo_server,
+    ("echo_server", "rl"): rl_echo_server,
 }
-SENDERS: Final = {
+SENDERS: Final[dict[tuple[Role, str], Callable[[Job], Awaitable[dict[str, Any]]]]] = {
     ("send", "raw"): raw_sender,
-    ("send", "send"): rl_sender,
-    ("send", "send_many"): rl_sender,
+    ("send", "ws"): ws_raw_sender,
+    ("send", "rl"): rl_sender,
     ("echo_client", "raw"): raw_echo_client,
-    ("echo_client", "reliablelink"): rl_echo_client,
+    ("echo_client", "ws"): ws_raw_echo_client,
+    ("echo_client", "rl"): rl_echo_client,
 }
+
+
+def implementation(job: Job) -> str:
+    if job.case != "raw":
+        return "rl"
+    return "ws" if job.transport in WS_TRANSPORTS else "raw"
 
 
 async def run_job(job: Job, conn: Connection) -> dict[str, Any]:
     with trio.fail_after(JOB_TIMEOUT):
-        key = (job.role, job.case)
+        key = (job.role, implementation(job))
         if key in RECEIVERS:
-            return await RECEIVERS[key](job, lambda port: conn.send(("port", port)))
+            return await RECEIVERS[key](job, lambda address: conn.send(("address", address)))
         return await SENDERS[key](job)
 
 
@@ -513,9 +836,9 @@ class Pair:
         try:
             self.rx.submit(server_job)
             kind, value = self.rx.receive(JOB_TIMEOUT)
-            if kind != "port":
+            if kind != "address":
                 raise BenchFailure(f"receiver failed before listening:\n{value}")
-            self.tx.submit(replace(client_job, port=value))
+            self.tx.submit(replace(client_job, address=value))
             tx_kind, tx_value = self.tx.receive(JOB_TIMEOUT + 10)
             if tx_kind != "ok":
                 # The receiver may wait for a connection until its timeout: restart it now.
@@ -553,12 +876,15 @@ def fail_loudly(what: str, errors: Iterable[str]) -> str:
     return text
 
 
-def measure_throughput(pair: Pair, case: str, size: int, count: int) -> dict[str, Any]:
-    sample: dict[str, Any] = {"case": case, "size": size, "messages": count, "ok": False}
+def measure_throughput(pair: Pair, workdir: str, *, transport: str, case: str, size: int, count: int) -> dict[str, Any]:
+    sample: dict[str, Any] = {"transport": transport, "case": case, "size": size, "messages": count, "ok": False}
+    what = f"{transport} {case} {size} B"
     try:
-        rx, tx = pair.run(Job("receive", case, size, count), Job("send", case, size, count))
+        rx, tx = pair.run(
+            Job("receive", transport, case, size, count, workdir), Job("send", transport, case, size, count, workdir)
+        )
     except BenchFailure as exc:
-        sample["error"] = fail_loudly(f"{case} {size} B", [str(exc)])
+        sample["error"] = fail_loudly(what, [str(exc)])
         return sample
     sample["receiver"] = rx
     sample["sender"] = tx
@@ -567,7 +893,7 @@ def measure_throughput(pair: Pair, case: str, size: int, count: int) -> dict[str
     if stats and (stats["sent"] != count or stats["acked"] != count):
         errors.append(f"sender stats {stats}, expected {count} sent and acknowledged")
     if errors:
-        sample["error"] = fail_loudly(f"{case} {size} B", errors)
+        sample["error"] = fail_loudly(what, errors)
         return sample
     rate = rx["timed_messages"] / rx["elapsed_s"]
     sample.update(
@@ -581,22 +907,30 @@ def measure_throughput(pair: Pair, case: str, size: int, count: int) -> dict[str
     return sample
 
 
-def measure_latency(pair: Pair, case: str, rounds: int, warmup: int) -> dict[str, Any]:
+def measure_latency(pair: Pair, workdir: str, *, transport: str, case: str, rounds: int, warmup: int) -> dict[str, Any]:
     total = rounds + warmup
-    sample: dict[str, Any] = {"case": case, "size": LATENCY_SIZE, "round_trips": rounds, "ok": False}
+    sample: dict[str, Any] = {
+        "transport": transport,
+        "case": case,
+        "size": LATENCY_SIZE,
+        "round_trips": rounds,
+        "ok": False,
+    }
+    what = f"latency {transport} {case}"
     try:
         rx, tx = pair.run(
-            Job("echo_server", case, LATENCY_SIZE, total), Job("echo_client", case, LATENCY_SIZE, total, warmup=warmup)
+            Job("echo_server", transport, case, LATENCY_SIZE, total, workdir),
+            Job("echo_client", transport, case, LATENCY_SIZE, total, workdir, warmup=warmup),
         )
     except BenchFailure as exc:
-        sample["error"] = fail_loudly(f"latency {case}", [str(exc)])
+        sample["error"] = fail_loudly(what, [str(exc)])
         return sample
     errors = rx["errors"] + tx["errors"]
     rtts: list[float] = tx["rtts_us"]
     if not errors and len(rtts) != rounds:
         errors.append(f"{len(rtts)} round trips timed, expected {rounds}")
     if errors:
-        sample["error"] = fail_loudly(f"latency {case}", errors)
+        sample["error"] = fail_loudly(what, errors)
         return sample
     ordered = sorted(rtts)
     sample.update(
@@ -635,7 +969,7 @@ def noise_summary(kept: list[dict[str, Any]], discarded: list[dict[str, Any]], g
     }
 
 
-def rotated(items: tuple[T, ...], by: int) -> list[T]:
+def rotated(items: Sequence[T], by: int) -> list[T]:
     by %= len(items)
     return [*items[by:], *items[:by]]
 
@@ -643,76 +977,108 @@ def rotated(items: tuple[T, ...], by: int) -> list[T]:
 # -- summaries and output --------------------------------------------------------------
 
 
-def summarize(samples: list[dict[str, Any]], latency: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(
+    samples: list[dict[str, Any]], latency: list[dict[str, Any]], transports: Sequence[str], sizes: Sequence[int]
+) -> dict[str, Any]:
+    """Medians and ratios; every ratio is against the raw case of the same transport (and size)."""
     throughput: list[dict[str, Any]] = []
-    for size in SIZES:
-        base: float | None = None
-        for case in THROUGHPUT_CASES:
-            ok = [s for s in samples if s["case"] == case and s["size"] == size and s["ok"]]
-            failed = sum(1 for s in samples if s["case"] == case and s["size"] == size and not s["ok"])
-            row: dict[str, Any] = {"case": case, "size": size, "samples": len(ok), "failed": failed}
+    for transport in transports:
+        for size in sizes:
+            base: float | None = None
+            for case in THROUGHPUT_CASES:
+                mine = [s for s in samples if s["transport"] == transport and s["case"] == case and s["size"] == size]
+                ok = [s for s in mine if s["ok"]]
+                row: dict[str, Any] = {
+                    "transport": transport,
+                    "case": case,
+                    "size": size,
+                    "samples": len(ok),
+                    "failed": len(mine) - len(ok),
+                }
+                if ok:
+                    rates = [s["msgs_per_s"] for s in ok]
+                    row.update(
+                        messages=ok[0]["messages"],
+                        median_msgs_per_s=statistics.median(rates),
+                        median_mb_per_s=statistics.median(rates) * size / 1e6,
+                        min_msgs_per_s=min(rates),
+                        max_msgs_per_s=max(rates),
+                        median_receiver_cpu=statistics.median(s["receiver_cpu"] for s in ok),
+                        median_sender_cpu=statistics.median(s["sender_cpu"] for s in ok),
+                    )
+                    if case == "raw":
+                        base = row["median_msgs_per_s"]
+                    row["ratio_vs_raw"] = row["median_msgs_per_s"] / base if base else None
+                throughput.append(row)
+    lat: list[dict[str, Any]] = []
+    for transport in transports:
+        base_p50: float | None = None
+        base_p99: float | None = None
+        for case in LATENCY_CASES:
+            mine = [s for s in latency if s["transport"] == transport and s["case"] == case]
+            ok = [s for s in mine if s["ok"]]
+            row = {
+                "transport": transport,
+                "case": case,
+                "size": LATENCY_SIZE,
+                "samples": len(ok),
+                "failed": len(mine) - len(ok),
+            }
             if ok:
-                rates = [s["msgs_per_s"] for s in ok]
+                pooled = sorted(r for s in ok for r in s["rtts_us"])
+                p50s = [s["p50_us"] for s in ok]
                 row.update(
-                    messages=ok[0]["messages"],
-                    median_msgs_per_s=statistics.median(rates),
-                    median_mb_per_s=statistics.median(rates) * size / 1e6,
-                    min_msgs_per_s=min(rates),
-                    max_msgs_per_s=max(rates),
-                    median_receiver_cpu=statistics.median(s["receiver_cpu"] for s in ok),
-                    median_sender_cpu=statistics.median(s["sender_cpu"] for s in ok),
+                    round_trips=len(pooled),
+                    p50_us=percentile(pooled, 50),
+                    p99_us=percentile(pooled, 99),
+                    min_p50_us=min(p50s),
+                    max_p50_us=max(p50s),
                 )
                 if case == "raw":
-                    base = row["median_msgs_per_s"]
-                row["ratio_vs_raw"] = row["median_msgs_per_s"] / base if base else None
-            throughput.append(row)
-    lat: list[dict[str, Any]] = []
-    base_p50: float | None = None
-    base_p99: float | None = None
-    for case in LATENCY_CASES:
-        ok = [s for s in latency if s["case"] == case and s["ok"]]
-        failed = sum(1 for s in latency if s["case"] == case and not s["ok"])
-        row = {"case": case, "size": LATENCY_SIZE, "samples": len(ok), "failed": failed}
-        if ok:
-            pooled = sorted(r for s in ok for r in s["rtts_us"])
-            p50s = [s["p50_us"] for s in ok]
-            row.update(
-                round_trips=len(pooled),
-                p50_us=percentile(pooled, 50),
-                p99_us=percentile(pooled, 99),
-                min_p50_us=min(p50s),
-                max_p50_us=max(p50s),
-            )
-            if case == "raw":
-                base_p50, base_p99 = row["p50_us"], row["p99_us"]
-            row["p50_ratio_vs_raw"] = row["p50_us"] / base_p50 if base_p50 else None
-            row["p99_ratio_vs_raw"] = row["p99_us"] / base_p99 if base_p99 else None
-        lat.append(row)
+                    base_p50, base_p99 = row["p50_us"], row["p99_us"]
+                row["p50_ratio_vs_raw"] = row["p50_us"] / base_p50 if base_p50 else None
+                row["p99_ratio_vs_raw"] = row["p99_us"] / base_p99 if base_p99 else None
+            lat.append(row)
     return {"throughput": throughput, "latency": lat}
 
 
 def markdown(summary: dict[str, Any], info: dict[str, Any], config: dict[str, Any]) -> str:
-    lines = [
-        "## Throughput (one way, loopback TCP, sender and receiver in separate processes)",
+    """The report. The default run (TCP only) keeps its original layout; a --transports
+    run gets a transport column, a ratio summary first, and the packages used."""
+    per_transport: bool = config["per_transport"]
+    col = "| transport " if per_transport else ""
+    sep = "|---" if per_transport else ""
+    lines: list[str] = []
+    if per_transport:
+        lines += ratio_table(summary, config)
+        where = "loopback TCP; unix: a Unix socket"
+        lines.append(f"## Throughput per transport (one way, {where}; sender and receiver in separate processes)")
+    else:
+        lines.append("## Throughput (one way, loopback TCP, sender and receiver in separate processes)")
+    vs = "vs raw (same transport)" if per_transport else "vs raw Trio"
+    lines += [
         "",
         f"{config['repeats']} samples per row, cases and sizes interleaved. Rates are measured on the receiver, "
         "first to last message; MB = 10^6 payload bytes. CPU = share of one core used by the receiving / "
         "sending process while the messages flowed.",
         "",
-        "| case | size | median msgs/s | median MB/s | min\u2013max msgs/s | vs raw Trio "
+        f"{col}| case | size | median msgs/s | median MB/s | min\u2013max msgs/s | {vs} "
         "| msgs/sample | CPU recv / send |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"{sep}|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary["throughput"]:
-        label = CASE_LABELS[row["case"]]
+        first = f"| {row['transport']} " if per_transport else ""
+        label = case_label(row["transport"], row["case"])
         if "median_msgs_per_s" not in row:
-            lines.append(f"| {label} | {size_label(row['size'])} | FAILED | | | | | |")
+            lines.append(f"{first}| {label} | {size_label(row['size'])} | FAILED | | | | | |")
             continue
         lines.append(
-            f"| {label} | {size_label(row['size'])} | {row['median_msgs_per_s']:,.0f} | {row['median_mb_per_s']:,.1f} "
+            f"{first}| {label} | {size_label(row['size'])} | {row['median_msgs_per_s']:,.0f} "
+            f"| {row['median_mb_per_s']:,.1f} "
             f"| {row['min_msgs_per_s']:,.0f}{DASH}{row['max_msgs_per_s']:,.0f} | {ratio_text(row['ratio_vs_raw'])} "
             f"| {row['messages']:,} | {row['median_receiver_cpu']:.0%} / {row['median_sender_cpu']:.0%} |"
         )
+    vs = "raw (same transport)" if per_transport else "raw Trio"
     lines += [
         "",
         f"## Echo latency ({LATENCY_SIZE} B, one message in flight, client and echo server in separate processes)",
@@ -720,17 +1086,18 @@ def markdown(summary: dict[str, Any], info: dict[str, Any], config: dict[str, An
         f"{config['repeats']} runs of {config['round_trips']:,} round trips each (after {LATENCY_WARMUP} warm-up "
         "round trips per run), pooled.",
         "",
-        "| case | round trips | p50 \u00b5s | p99 \u00b5s | p50 min\u2013max over runs | p50 vs raw Trio "
-        "| p99 vs raw Trio |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"{col}| case | round trips | p50 \u00b5s | p99 \u00b5s | p50 min\u2013max over runs | p50 vs {vs} "
+        f"| p99 vs {vs} |",
+        f"{sep}|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary["latency"]:
-        label = LATENCY_LABELS[row["case"]]
+        first = f"| {row['transport']} " if per_transport else ""
+        label = latency_label(row["transport"], row["case"])
         if "p50_us" not in row:
-            lines.append(f"| {label} | FAILED | | | | | |")
+            lines.append(f"{first}| {label} | FAILED | | | | | |")
             continue
         lines.append(
-            f"| {label} | {row['round_trips']:,} | {row['p50_us']:.1f} | {row['p99_us']:.1f} "
+            f"{first}| {label} | {row['round_trips']:,} | {row['p50_us']:.1f} | {row['p99_us']:.1f} "
             f"| {row['min_p50_us']:.1f}{DASH}{row['max_p50_us']:.1f} | {ratio_text(row['p50_ratio_vs_raw'])} "
             f"| {ratio_text(row['p99_ratio_vs_raw'])} |"
         )
@@ -738,9 +1105,22 @@ def markdown(summary: dict[str, Any], info: dict[str, Any], config: dict[str, An
         "",
         f"Machine: {info['platform']}, {info['cpu_count']} CPUs, Python {info['python']}, Trio {info['trio']}, "
         f"reliablelink {info['reliablelink']} ({info['git']}).",
-        f"Mode: {'quick' if config['quick'] else 'full'}; started {info['started']}, took {info['duration_s']:.0f} s. "
-        f"Command: `{config['command']}`.",
     ]
+    if per_transport:
+        packages = ", ".join(f"{name} {version or 'not installed'}" for name, version in info["packages"].items())
+        lines.append(f"Also: {packages}; {info['openssl']}.")
+        tls = config.get("tls")
+        if tls:
+            negotiated = tls.get("negotiated") or "not recorded"
+            lines.append(
+                f"TLS (tls and wss, raw and reliablelink alike): a certificate for {tls['identity']} "
+                f"({tls['key_type']}) from a throwaway {tls['made_with']} CA, default client and server contexts; "
+                f"negotiated {negotiated}."
+            )
+    lines.append(
+        f"Mode: {'quick' if config['quick'] else 'full'}; started {info['started']}, took {info['duration_s']:.0f} s. "
+        f"Command: `{config['command']}`."
+    )
     noise = info["noise"]
     if noise["max_background_cores"] is None:
         lines.append("CPU use by other processes was not measured (needs Linux /proc).")
@@ -759,6 +1139,46 @@ def markdown(summary: dict[str, Any], info: dict[str, Any], config: dict[str, An
     return "\n".join(lines) + "\n"
 
 
+def ratio_table(summary: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """One row per transport: reliablelink against that transport's raw baseline."""
+    sizes: list[int] = config["sizes"]
+    head = "| transport | raw baseline |"
+    rule = "|---|---|"
+    for size in sizes:
+        head += f" send() {size_label(size)} | send_many {size_label(size)} |"
+        rule += "---:|---:|"
+    head += " p50 latency | p99 latency |"
+    rule += "---:|---:|"
+    lines = [
+        "## reliablelink vs raw, per transport",
+        "",
+        "Throughput: reliablelink's median msgs/s \u00f7 the raw baseline's, same transport and size "
+        "(above 1: reliablelink faster). Latency: reliablelink's 64 B echo p50 / p99 \u00f7 the raw "
+        "baseline's (above 1: reliablelink slower). Details below.",
+        "",
+        head,
+        rule,
+    ]
+    rows = {(r["transport"], r["case"], r["size"]): r for r in summary["throughput"]}
+    lat = {(r["transport"], r["case"]): r for r in summary["latency"]}
+    for transport in config["transports"]:
+        line = f"| {transport} | {RAW_SHORT[transport]} |"
+        for size in sizes:
+            for case in ("send", "send_many"):
+                line += f" {ratio_text(rows.get((transport, case, size), {}).get('ratio_vs_raw'))} |"
+        rl = lat.get((transport, "reliablelink"), {})
+        raw = lat.get((transport, "raw"), {})
+        for q in ("p50", "p99"):
+            if f"{q}_us" in rl and f"{q}_us" in raw:
+                line += (
+                    f" {ratio_text(rl[f'{q}_ratio_vs_raw'])} ({rl[f'{q}_us']:.0f} vs {raw[f'{q}_us']:.0f} \u00b5s) |"
+                )
+            else:
+                line += " n/a |"
+        lines.append(line)
+    return [*lines, ""]
+
+
 DASH: Final = "\u2013"
 #: Average cores used by other processes above which the results are flagged as disturbed.
 NOISY: Final = 0.1
@@ -772,6 +1192,13 @@ def size_label(size: int) -> str:
     return f"{size // 1024} KiB" if size >= 1024 and size % 1024 == 0 else f"{size} B"
 
 
+def package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def machine_info() -> dict[str, Any]:
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {
@@ -782,6 +1209,8 @@ def machine_info() -> dict[str, Any]:
         "python_implementation": platform.python_implementation(),
         "trio": trio.__version__,
         "reliablelink": reliablelink.__version__,
+        "openssl": ssl.OPENSSL_VERSION,
+        "packages": {name: package_version(name) for name in ("wsproto", "trio-websocket", "trustme")},
         "cpu_count": os.cpu_count(),
         "cpu_affinity": affinity,
         "loadavg_before": os.getloadavg() if hasattr(os, "getloadavg") else None,
@@ -924,11 +1353,58 @@ def write_atomically(path: Path, text: str) -> None:
 # -- main ------------------------------------------------------------------------------
 
 
+def parse_transports(text: str) -> tuple[str, ...]:
+    """``all`` or a comma-separated list of transports, in the canonical order."""
+    names = {t.strip().lower() for t in text.split(",") if t.strip()}
+    if "all" in names:
+        return TRANSPORTS
+    unknown = names - set(TRANSPORTS)
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown transport(s) {', '.join(sorted(unknown)) or '(none)'}; choose from {', '.join(TRANSPORTS)} or all"
+        )
+    return tuple(t for t in TRANSPORTS if t in names)
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """A comma-separated list of message sizes among SIZES: ``64,1024,16384`` or ``64B,1KiB,16KiB``."""
+    sizes: set[int] = set()
+    for part in text.split(","):
+        word = part.strip().lower().replace(" ", "")
+        factor = 1
+        for suffix, scale in (("kib", 1024), ("k", 1024), ("b", 1)):
+            if word.endswith(suffix):
+                word, factor = word.removesuffix(suffix), scale
+                break
+        try:
+            size = int(word) * factor
+        except ValueError:
+            size = -1
+        if size not in SIZES:
+            choices = ", ".join(size_label(s) for s in SIZES)
+            raise argparse.ArgumentTypeError(f"unsupported size {part.strip()!r}; choose from {choices}")
+        sizes.add(size)
+    return tuple(sorted(sizes))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages and repeats (well under a minute)")
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).resolve().parent / "results", help="output directory"
+    )
+    parser.add_argument(
+        "--transports",
+        type=parse_transports,
+        help="comma-separated transports among tcp, tls, ws, wss, unix, or 'all'. Without this option the "
+        "benchmark runs over TCP only and writes throughput.{json,md}; with it, it compares each transport "
+        "with its raw baseline and writes transports.{json,md}",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=parse_sizes,
+        help="comma-separated throughput message sizes among 64, 1024 (1KiB), 16384 (16KiB); default all three, "
+        "or 1 KiB only with --transports",
     )
     parser.add_argument("--repeats", type=int, help="samples per case (default 5, or 3 with --quick; at least 3)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the message counts by this factor")
@@ -943,22 +1419,40 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    per_transport = args.transports is not None
+    transports: tuple[str, ...] = args.transports or DEFAULT_TRANSPORTS
+    sizes: tuple[int, ...] = args.sizes or (PER_TRANSPORT_SIZES if per_transport else SIZES)
+    stem = "transports" if per_transport else "throughput"
     repeats = args.repeats or (QUICK_REPEATS if args.quick else FULL_REPEATS)
     if repeats < 3:
         parser.error("--repeats must be at least 3")
+    if WS_TRANSPORTS & set(transports) and package_version("trio-websocket") is None:
+        parser.error("the raw ws/wss baseline needs trio-websocket: pip install trio-websocket")
+    if WS_TRANSPORTS & set(transports) and package_version("wsproto") is None:
+        parser.error("ws:// and wss:// need reliablelink's [ws] extra: pip install 'reliablelink[ws]'")
     divisor = QUICK_DIVISOR if args.quick else 1
-    counts = {key: max(1000, int(n * args.scale) // divisor) for key, n in FULL_COUNTS.items()}
+    counts = {
+        (t, c, z): max(1000, int(n * COUNT_FACTORS.get((t, c), 1.0) * args.scale) // divisor)
+        for t in transports
+        for (c, z), n in FULL_COUNTS.items()
+        if z in sizes
+    }
     rounds = QUICK_ROUND_TRIPS if args.quick else FULL_ROUND_TRIPS
     max_wait = args.max_wait if args.max_wait is not None else (QUICK_MAX_WAIT if args.quick else FULL_MAX_WAIT)
-    config = {
+    workdir = Path(tempfile.mkdtemp(prefix="rlbench-"))
+    config: dict[str, Any] = {
         "quick": args.quick,
+        "per_transport": per_transport,
+        "transports": list(transports),
+        "sizes": list(sizes),
         "repeats": repeats,
-        "counts": [{"case": c, "size": z, "messages": n} for (c, z), n in counts.items()],
+        "counts": [{"transport": t, "case": c, "size": z, "messages": n} for (t, c, z), n in counts.items()],
         "round_trips": rounds,
         "latency_warmup": LATENCY_WARMUP,
         "send_many_batch": BATCH,
         "receive_many_max_count": RECEIVE_MANY,
         "raw_receive_some": RAW_READ,
+        "raw_baselines": {t: RAW_BASELINES[t] for t in transports},
         "noise_retries": args.retries,
         "noise_max_wait_s": max_wait,
         "command": shlex.join(["python", *sys.argv]),
@@ -972,40 +1466,71 @@ def main(argv: list[str] | None = None) -> int:
     warmup_failures: list[str] = []
     guard = NoiseGuard(max_wait, args.retries)
     discarded: list[dict[str, Any]] = []
-    pair = Pair()
+    pair: Pair | None = None
+    work = str(workdir)
     try:
-        print(f"warming up ({len(THROUGHPUT_CASES) * len(SIZES)} short runs, discarded)...", flush=True)
-        for size in SIZES:
-            for case in THROUGHPUT_CASES:
-                s = measure_throughput(pair, case, size, WARMUP_COUNT)
-                if not s["ok"]:
-                    warmup_failures.append(s["error"])
+        if TLS_TRANSPORTS & set(transports):
+            config["tls"] = make_certificates(workdir)
+        pair = Pair()
+        print(
+            f"warming up ({len(transports) * len(sizes) * len(THROUGHPUT_CASES)} short runs, discarded)...", flush=True
+        )
+        for transport in transports:
+            for size in sizes:
+                for case in THROUGHPUT_CASES:
+                    s = measure_throughput(pair, work, transport=transport, case=case, size=size, count=WARMUP_COUNT)
+                    if not s["ok"]:
+                        warmup_failures.append(s["error"])
+                    elif "tls_version" in s["sender"]:
+                        config["tls"]["negotiated"] = f"{s['sender']['tls_version']} {s['sender']['tls_cipher']}"
         for rep in range(repeats):
-            # Rotate both orders each round, so no case always runs first or right after another.
-            for size in rotated(SIZES, rep):
-                for case in rotated(THROUGHPUT_CASES, rep):
+            # Rotate every order each round, so no transport, size or case always runs first or
+            # right after another.
+            for transport in rotated(transports, rep):
+                name = f"{transport} " if per_transport else ""
+                for size in rotated(sizes, rep):
+                    for case in rotated(THROUGHPUT_CASES, rep):
+                        count = counts[transport, case, size]
+                        s, noisy = guard.run(
+                            pair,
+                            functools.partial(
+                                measure_throughput, pair, work, transport=transport, case=case, size=size, count=count
+                            ),
+                        )
+                        s["repeat"] = rep
+                        samples.append(s)
+                        discarded += noisy
+                        shown = f"{s['msgs_per_s']:>12,.0f} msgs/s {s['mb_per_s']:>9,.1f} MB/s" if s["ok"] else "FAILED"
+                        label = name + case_label(transport, case)
+                        print(f"[{rep + 1}/{repeats}] {label:<60} {size_label(size):>6}: {shown}", flush=True)
+                for case in rotated(LATENCY_CASES, rep):
                     s, noisy = guard.run(
-                        pair, functools.partial(measure_throughput, pair, case, size, counts[case, size])
+                        pair,
+                        functools.partial(
+                            measure_latency,
+                            pair,
+                            work,
+                            transport=transport,
+                            case=case,
+                            rounds=rounds,
+                            warmup=LATENCY_WARMUP,
+                        ),
                     )
                     s["repeat"] = rep
-                    samples.append(s)
+                    latency.append(s)
                     discarded += noisy
-                    shown = f"{s['msgs_per_s']:>12,.0f} msgs/s {s['mb_per_s']:>9,.1f} MB/s" if s["ok"] else "FAILED"
-                    print(f"[{rep + 1}/{repeats}] {CASE_LABELS[case]:<36} {size_label(size):>6}: {shown}", flush=True)
-            for case in rotated(LATENCY_CASES, rep):
-                s, noisy = guard.run(pair, functools.partial(measure_latency, pair, case, rounds, LATENCY_WARMUP))
-                s["repeat"] = rep
-                latency.append(s)
-                discarded += noisy
-                shown = f"p50 {s['p50_us']:7.1f} us  p99 {s['p99_us']:7.1f} us" if s["ok"] else "FAILED"
-                print(f"[{rep + 1}/{repeats}] latency {LATENCY_LABELS[case]:<32}: {shown}", flush=True)
+                    shown = f"p50 {s['p50_us']:7.1f} us  p99 {s['p99_us']:7.1f} us" if s["ok"] else "FAILED"
+                    label = name + latency_label(transport, case)
+                    print(f"[{rep + 1}/{repeats}] latency {label:<52}: {shown}", flush=True)
     finally:
-        pair.stop()
+        if pair is not None:
+            pair.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
     info["duration_s"] = time.perf_counter() - began
     info["noise"] = noise_summary(samples + latency, discarded, guard)
     info["loadavg_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
-    summary = summarize(samples, latency)
+    summary = summarize(samples, latency, transports, sizes)
     failures = warmup_failures + [s["error"] for s in samples + latency if not s["ok"]]
     table = markdown(summary, info, config)
     if failures:
@@ -1020,11 +1545,17 @@ def main(argv: list[str] | None = None) -> int:
         "discarded_noisy_samples": discarded,
         "failures": failures,
     }
-    write_atomically(args.out / "throughput.json", json.dumps(document, indent=1) + "\n")
-    write_atomically(args.out / "throughput.md", "# reliablelink throughput benchmark\n\n" + table)
+    title = (
+        "# reliablelink throughput and latency per transport"
+        if per_transport
+        else "# reliablelink throughput benchmark"
+    )
+    json_path, md_path = args.out / f"{stem}.json", args.out / f"{stem}.md"
+    write_atomically(json_path, json.dumps(document, indent=1) + "\n")
+    write_atomically(md_path, f"{title}\n\n{table}")
     print()
     print(table, end="")
-    print(f"\nwrote {args.out / 'throughput.json'} and {args.out / 'throughput.md'}")
+    print(f"\nwrote {json_path} and {md_path}")
     if info["noise"]["noisy_kept"]:
         print(f"\nwarning: {info['noise']['noisy_kept']} sample(s) disturbed by other processes", file=sys.stderr)
     if failures:
