@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import struct
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -261,8 +259,7 @@ def test_u64_sequence_space() -> None:
     b.attach(b.params, 0, 0)
     a.send(b"big")
     b.receive_data(bytes(a.data_to_send(0)), 0)
-    assert drain_inbox(b) == [b"big"]
-    assert struct.calcsize(">Q") == 8
+    assert drain_inbox(b) == [b"big"], "sequence numbers near 2**64 still encode and decode"
 
 
 def test_timer_fires_exactly_at_the_deadline_it_announced() -> None:
