@@ -43,21 +43,16 @@ import argparse
 import contextlib
 import functools
 import gc
-import importlib.metadata
 import itertools
 import json
-import math
 import multiprocessing
 import os
-import platform
-import resource
 import shlex
 import shutil
 import socket
 import ssl
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,16 +61,33 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar, cast
+from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
 
 import trio
+from bench_common import (
+    CLIENT_ID,
+    DASH,
+    HOST,
+    KEY,
+    NOISY,
+    NoiseGuard,
+    machine_info,
+    noise_summary,
+    package_version,
+    percentile,
+    process_cpu,
+    ratio_text,
+    rotated,
+    size_label,
+    write_atomically,
+)
 
 import reliablelink
 
 # -- parameters ------------------------------------------------------------------------
 
-SIZES: Final = (64, 1024, 16 * 1024)
+SIZES: Final = (64, 1024, 16 * 1024, 256 * 1024)
 #: Sizes measured when --transports is given and --sizes is not.
 PER_TRANSPORT_SIZES: Final = (1024,)
 TRANSPORTS: Final = ("tcp", "tls", "ws", "wss", "unix")
@@ -83,7 +95,9 @@ DEFAULT_TRANSPORTS: Final = ("tcp",)
 TLS_TRANSPORTS: Final = frozenset({"tls", "wss"})
 WS_TRANSPORTS: Final = frozenset({"ws", "wss"})
 WS_PATH: Final = "/bench"
-THROUGHPUT_CASES: Final = ("raw", "send", "send_many")
+THROUGHPUT_CASES: Final = ("raw", "coalesce", "send", "send_many")
+#: Transports without a byte-stream raw baseline have no coalescing case.
+STREAM_TRANSPORTS: Final = frozenset({"tcp", "tls", "unix"})
 LATENCY_CASES: Final = ("raw", "reliablelink")
 CASE_LABELS: Final = {
     "send": "reliablelink send()",
@@ -95,6 +109,11 @@ RAW_LABELS: Final = {
     "unix": "raw Trio Unix socket, one send_all per message",
     "ws": "raw trio-websocket, one send_message per message",
     "wss": "raw trio-websocket over TLS, one send_message per message",
+}
+COALESCE_LABELS: Final = {
+    "tcp": "raw Trio, coalescing writes",
+    "tls": "raw trio.SSLStream, coalescing writes",
+    "unix": "raw Trio Unix socket, coalescing writes",
 }
 LATENCY_LABELS: Final = {"reliablelink": "reliablelink send() + receive()"}
 RAW_LATENCY_LABELS: Final = {
@@ -115,11 +134,11 @@ RAW_SHORT: Final = {
 #: What each raw baseline is, for the JSON.
 RAW_BASELINES: Final = {
     "tcp": "trio.open_tcp_stream / trio.open_tcp_listeners (SocketStream); 4-byte length prefix; "
-    "one send_all per message; receive_some(65536)",
+    "one send_all per message; receive_some(262144)",
     "tls": "trio.SSLStream over a TCP SocketStream, same contexts as reliablelink; 4-byte length prefix; "
-    "one send_all per message; receive_some(65536)",
+    "one send_all per message; receive_some(262144)",
     "unix": "trio.open_unix_socket / a SocketListener on a Unix socket; 4-byte length prefix; "
-    "one send_all per message; receive_some(65536)",
+    "one send_all per message; receive_some(262144)",
     "ws": "trio-websocket open_websocket_url / serve_websocket with default options; "
     "one binary send_message per message; get_message per message",
     "wss": "trio-websocket over TLS (same contexts as reliablelink), default options; "
@@ -139,6 +158,13 @@ FULL_COUNTS: Final = {
     ("send", 1024): 600_000,
     ("send_many", 1024): 1_000_000,
     ("raw", 16 * 1024): 80_000,
+    ("raw", 256 * 1024): 10_000,
+    ("coalesce", 64): 2_000_000,
+    ("coalesce", 1024): 1_200_000,
+    ("coalesce", 16 * 1024): 100_000,
+    ("coalesce", 256 * 1024): 10_000,
+    ("send", 256 * 1024): 6_000,
+    ("send_many", 256 * 1024): 6_000,
     ("send", 16 * 1024): 100_000,
     ("send_many", 16 * 1024): 100_000,
 }
@@ -146,6 +172,7 @@ FULL_COUNTS: Final = {
 #: about 1-2 s too (1.0 where missing).
 COUNT_FACTORS: Final = {
     ("tls", "raw"): 0.5,
+    ("tls", "coalesce"): 0.5,
     ("tls", "send"): 0.5,
     ("tls", "send_many"): 0.5,
     ("ws", "raw"): 0.25,
@@ -163,18 +190,22 @@ QUICK_ROUND_TRIPS: Final = 500
 LATENCY_WARMUP: Final = 200
 LATENCY_SIZE: Final = 64
 WARMUP_COUNT: Final = 5_000
+#: ... and at most this many payload bytes per warm-up run (so 256 KiB warms up on 1000).
+WARMUP_BYTES: Final = 32 * 1024 * 1024
 
 BATCH: Final = 256
 RECEIVE_MANY: Final = 4096
-RAW_READ: Final = 65536
+#: The raw receivers' receive_some size: the same as reliablelink's reader.
+RAW_READ: Final = 256 * 1024
+#: The coalescing raw sender calls send_all once this many bytes are buffered, or ...
+COALESCE_BYTES: Final = 64 * 1024
+#: ... once this many messages are buffered, whichever comes first.
+COALESCE_COUNT: Final = 256
 JOB_TIMEOUT: Final = 60.0
 #: Seconds in all to spend waiting for an idle machine and retaking disturbed samples.
 FULL_MAX_WAIT: Final = 120.0
 QUICK_MAX_WAIT: Final = 20.0
 
-CLIENT_ID: Final = "bench"
-KEY: Final = b"reliablelink-benchmark-key-0123456789"
-HOST: Final = "127.0.0.1"
 #: In the working directory the parent creates: the trustme CA and the server's key + chain.
 CA_FILE: Final = "ca.pem"
 SERVER_FILE: Final = "server.pem"
@@ -211,7 +242,20 @@ class BenchFailure(Exception):
 
 
 def case_label(transport: str, case: str) -> str:
-    return RAW_LABELS[transport] if case == "raw" else CASE_LABELS[case]
+    if case == "raw":
+        return RAW_LABELS[transport]
+    if case == "coalesce":
+        return COALESCE_LABELS[transport]
+    return CASE_LABELS[case]
+
+
+def warmup_count(size: int) -> int:
+    return max(1000, min(WARMUP_COUNT, WARMUP_BYTES // size))
+
+
+def cases_for(transport: str) -> tuple[str, ...]:
+    """The throughput cases measured over ``transport`` (no coalescing case for WebSocket)."""
+    return tuple(c for c in THROUGHPUT_CASES if c != "coalesce" or transport in STREAM_TRANSPORTS)
 
 
 def latency_label(transport: str, case: str) -> str:
@@ -281,20 +325,50 @@ class Tally:
         }
 
 
-def split_frames(data: bytes) -> tuple[list[bytes], bytes]:
-    """Split length-prefixed frames; return the payloads and the incomplete tail."""
+def split_frames(data: bytes | bytearray) -> tuple[list[bytes], int]:
+    """Split length-prefixed frames; return the payloads (``bytes``) and the bytes consumed."""
     out: list[bytes] = []
     pos = 0
     end = len(data)
     unpack = LENGTH.unpack_from
-    while end - pos >= 4:
-        (length,) = unpack(data, pos)
-        stop = pos + 4 + length
-        if stop > end:
-            break
-        out.append(data[pos + 4 : stop])
-        pos = stop
-    return out, data[pos:]
+    with memoryview(data) as view:
+        while end - pos >= 4:
+            (length,) = unpack(data, pos)
+            stop = pos + 4 + length
+            if stop > end:
+                break
+            out.append(bytes(view[pos + 4 : stop]))
+            pos = stop
+    return out, pos
+
+
+class FrameBuffer:
+    """Accumulates received chunks and splits complete frames out of them.
+
+    A chunk that holds only whole frames is split in place; an incomplete frame's bytes
+    are kept in a ``bytearray`` that later chunks are appended to (no quadratic copying
+    for frames larger than one read).
+    """
+
+    __slots__ = ("buf",)
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self.buf
+        if buf:
+            buf += data
+            msgs, used = split_frames(buf)
+            del buf[:used]
+            return msgs
+        msgs, used = split_frames(data)
+        if used < len(data):
+            buf += data[used:]
+        return msgs
+
+    def __len__(self) -> int:
+        return len(self.buf)
 
 
 def payload(i: int, filler: bytes) -> bytes:
@@ -432,21 +506,21 @@ def ws_server_context(job: Job) -> ssl.SSLContext | None:
 async def raw_receiver(job: Job, report: Report) -> dict[str, Any]:
     stream = await raw_accept(job, report)
     tally = Tally(job.count, job.size)
-    tail = b""
+    frames = FrameBuffer()
     ended = False
     async with stream:
         while not ended:
             data = cast("bytes", await stream.receive_some(RAW_READ))  # SocketStream, SSLStream: bytes
             if not data:
                 break
-            msgs, tail = split_frames(tail + data if tail else data)
+            msgs = frames.feed(data)
             if msgs and not msgs[-1]:  # END_FRAME: no message is empty
                 msgs.pop()
                 ended = True
             tally.add(msgs)
     result = tally.result()
-    if tail:
-        result["errors"].append(f"{len(tail)} bytes of an incomplete frame (or after the end) at the end")
+    if frames:
+        result["errors"].append(f"{len(frames)} bytes of an incomplete frame (or after the end) at the end")
     return result
 
 
@@ -537,6 +611,37 @@ async def raw_sender(job: Job) -> dict[str, Any]:
     return {"send_s": sent - began, "send_cpu_s": cpu, "total_s": time.perf_counter() - began, **info}
 
 
+async def raw_coalescing_sender(job: Job) -> dict[str, Any]:
+    """Frames appended to one buffer; one send_all per COALESCE_BYTES or COALESCE_COUNT messages."""
+    filler = fillers(job.size)
+    pack = RAW_HEAD.pack
+    stream = await raw_connect(job)
+    writes = 0
+    async with stream:
+        began = time.perf_counter()
+        cpu = time.process_time()
+        send_all = stream.send_all
+        buf = bytearray()
+        pending = 0
+        for i in range(job.count):
+            buf += pack(job.size, i)
+            buf += filler
+            pending += 1
+            if pending >= COALESCE_COUNT or len(buf) >= COALESCE_BYTES:
+                await send_all(buf)
+                writes += 1
+                buf.clear()
+                pending = 0
+        if buf:
+            await send_all(buf)
+            writes += 1
+        sent = time.perf_counter()
+        cpu = time.process_time() - cpu
+        await raw_finish(stream)
+        info = tls_info(stream)
+    return {"send_s": sent - began, "send_cpu_s": cpu, "total_s": time.perf_counter() - began, "writes": writes, **info}
+
+
 async def ws_raw_sender(job: Job) -> dict[str, Any]:
     import trio_websocket  # noqa: PLC0415 - optional, needed only for ws:// and wss://
 
@@ -589,14 +694,14 @@ async def rl_sender(job: Job) -> dict[str, Any]:
 async def raw_echo_server(job: Job, report: Report) -> dict[str, Any]:
     stream = await raw_accept(job, report)
     echoed = 0
-    tail = b""
+    frames = FrameBuffer()
     ended = False
     async with stream:
         while not ended:
             data = cast("bytes", await stream.receive_some(RAW_READ))  # SocketStream, SSLStream: bytes
             if not data:
                 break
-            msgs, tail = split_frames(tail + data if tail else data)
+            msgs = frames.feed(data)
             if msgs and not msgs[-1]:  # END_FRAME
                 msgs.pop()
                 ended = True
@@ -677,7 +782,7 @@ async def raw_echo_client(job: Job) -> dict[str, Any]:
     errors: list[str] = []
     stream = await raw_connect(job)
     async with stream:
-        tail = b""
+        frames = FrameBuffer()
         for i in range(job.count):
             frame = RAW_HEAD.pack(job.size, i) + filler
             began = time.perf_counter_ns()
@@ -687,9 +792,9 @@ async def raw_echo_client(job: Job) -> dict[str, Any]:
                 data = cast("bytes", await stream.receive_some(RAW_READ))  # SocketStream, SSLStream: bytes
                 if not data:
                     raise BenchFailure("the echo server closed the connection")
-                msgs, tail = split_frames(tail + data if tail else data)
+                msgs = frames.feed(data)
             ended = time.perf_counter_ns()
-            if len(msgs) != 1 or tail or msgs[0] != frame[4:]:
+            if len(msgs) != 1 or frames or msgs[0] != frame[4:]:
                 errors.append(f"round trip {i}: wrong echo")
                 break
             if i >= job.warmup:
@@ -744,6 +849,7 @@ async def rl_echo_client(job: Job) -> dict[str, Any]:
 #: cases, "ws" for the raw case over ws/wss (trio-websocket), "raw" for the other raw cases.
 RECEIVERS: Final[dict[tuple[Role, str], Callable[[Job, Report], Awaitable[dict[str, Any]]]]] = {
     ("receive", "raw"): raw_receiver,
+    ("receive", "coalesce"): raw_receiver,
     ("receive", "ws"): ws_raw_receiver,
     ("receive", "rl"): rl_receiver,
     ("echo_server", "raw"): raw_echo_server,
@@ -752,6 +858,7 @@ RECEIVERS: Final[dict[tuple[Role, str], Callable[[Job, Report], Awaitable[dict[s
 }
 SENDERS: Final[dict[tuple[Role, str], Callable[[Job], Awaitable[dict[str, Any]]]]] = {
     ("send", "raw"): raw_sender,
+    ("send", "coalesce"): raw_coalescing_sender,
     ("send", "ws"): ws_raw_sender,
     ("send", "rl"): rl_sender,
     ("echo_client", "raw"): raw_echo_client,
@@ -761,6 +868,8 @@ SENDERS: Final[dict[tuple[Role, str], Callable[[Job], Awaitable[dict[str, Any]]]
 
 
 def implementation(job: Job) -> str:
+    if job.case == "coalesce":
+        return "coalesce"
     if job.case != "raw":
         return "rl"
     return "ws" if job.transport in WS_TRANSPORTS else "raw"
@@ -937,41 +1046,11 @@ def measure_latency(pair: Pair, workdir: str, *, transport: str, case: str, roun
         ok=True,
         p50_us=percentile(ordered, 50),
         p99_us=percentile(ordered, 99),
+        p999_us=percentile(ordered, 99.9),
         mean_us=statistics.fmean(rtts),
         rtts_us=[round(r, 2) for r in rtts],
     )
     return sample
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """Linear-interpolated percentile of sorted values (numpy's default method)."""
-    if not ordered:
-        return math.nan
-    k = (len(ordered) - 1) * q / 100
-    lo = math.floor(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-T = TypeVar("T")
-
-
-def noise_summary(kept: list[dict[str, Any]], discarded: list[dict[str, Any]], guard: NoiseGuard) -> dict[str, Any]:
-    levels = [s["background_cores"] for s in kept if s.get("background_cores") is not None]
-    return {
-        "threshold_cores": NOISY,
-        "kept": len(kept),
-        "noisy_kept": sum(1 for b in levels if b > NOISY),
-        "median_background_cores": statistics.median(levels) if levels else None,
-        "max_background_cores": max(levels) if levels else None,
-        "discarded": len(discarded),
-        "waited_s": guard.waited,
-    }
-
-
-def rotated(items: Sequence[T], by: int) -> list[T]:
-    by %= len(items)
-    return [*items[by:], *items[:by]]
 
 
 # -- summaries and output --------------------------------------------------------------
@@ -985,7 +1064,8 @@ def summarize(
     for transport in transports:
         for size in sizes:
             base: float | None = None
-            for case in THROUGHPUT_CASES:
+            coalesced: float | None = None
+            for case in cases_for(transport):
                 mine = [s for s in samples if s["transport"] == transport and s["case"] == case and s["size"] == size]
                 ok = [s for s in mine if s["ok"]]
                 row: dict[str, Any] = {
@@ -1008,12 +1088,16 @@ def summarize(
                     )
                     if case == "raw":
                         base = row["median_msgs_per_s"]
+                    elif case == "coalesce":
+                        coalesced = row["median_msgs_per_s"]
                     row["ratio_vs_raw"] = row["median_msgs_per_s"] / base if base else None
+                    row["ratio_vs_coalesce"] = row["median_msgs_per_s"] / coalesced if coalesced else None
                 throughput.append(row)
     lat: list[dict[str, Any]] = []
     for transport in transports:
         base_p50: float | None = None
         base_p99: float | None = None
+        base_p999: float | None = None
         for case in LATENCY_CASES:
             mine = [s for s in latency if s["transport"] == transport and s["case"] == case]
             ok = [s for s in mine if s["ok"]]
@@ -1031,13 +1115,15 @@ def summarize(
                     round_trips=len(pooled),
                     p50_us=percentile(pooled, 50),
                     p99_us=percentile(pooled, 99),
+                    p999_us=percentile(pooled, 99.9),
                     min_p50_us=min(p50s),
                     max_p50_us=max(p50s),
                 )
                 if case == "raw":
-                    base_p50, base_p99 = row["p50_us"], row["p99_us"]
+                    base_p50, base_p99, base_p999 = row["p50_us"], row["p99_us"], row["p999_us"]
                 row["p50_ratio_vs_raw"] = row["p50_us"] / base_p50 if base_p50 else None
                 row["p99_ratio_vs_raw"] = row["p99_us"] / base_p99 if base_p99 else None
+                row["p999_ratio_vs_raw"] = row["p999_us"] / base_p999 if base_p999 else None
             lat.append(row)
     return {"throughput": throughput, "latency": lat}
 
@@ -1062,21 +1148,22 @@ def markdown(summary: dict[str, Any], info: dict[str, Any], config: dict[str, An
         "first to last message; MB = 10^6 payload bytes. CPU = share of one core used by the receiving / "
         "sending process while the messages flowed.",
         "",
-        f"{col}| case | size | median msgs/s | median MB/s | min\u2013max msgs/s | {vs} "
+        f"{col}| case | size | median msgs/s | median MB/s | min\u2013max msgs/s | {vs} | vs coalescing "
         "| msgs/sample | CPU recv / send |",
-        f"{sep}|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"{sep}|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary["throughput"]:
         first = f"| {row['transport']} " if per_transport else ""
         label = case_label(row["transport"], row["case"])
         if "median_msgs_per_s" not in row:
-            lines.append(f"{first}| {label} | {size_label(row['size'])} | FAILED | | | | | |")
+            lines.append(f"{first}| {label} | {size_label(row['size'])} | FAILED | | | | | | |")
             continue
         lines.append(
             f"{first}| {label} | {size_label(row['size'])} | {row['median_msgs_per_s']:,.0f} "
             f"| {row['median_mb_per_s']:,.1f} "
             f"| {row['min_msgs_per_s']:,.0f}{DASH}{row['max_msgs_per_s']:,.0f} | {ratio_text(row['ratio_vs_raw'])} "
-            f"| {row['messages']:,} | {row['median_receiver_cpu']:.0%} / {row['median_sender_cpu']:.0%} |"
+            f"| {ratio_text(row.get('ratio_vs_coalesce'))} | {row['messages']:,} "
+            f"| {row['median_receiver_cpu']:.0%} / {row['median_sender_cpu']:.0%} |"
         )
     vs = "raw (same transport)" if per_transport else "raw Trio"
     lines += [
@@ -1086,20 +1173,21 @@ def markdown(summary: dict[str, Any], info: dict[str, Any], config: dict[str, An
         f"{config['repeats']} runs of {config['round_trips']:,} round trips each (after {LATENCY_WARMUP} warm-up "
         "round trips per run), pooled.",
         "",
-        f"{col}| case | round trips | p50 \u00b5s | p99 \u00b5s | p50 min\u2013max over runs | p50 vs {vs} "
-        f"| p99 vs {vs} |",
-        f"{sep}|---|---:|---:|---:|---:|---:|---:|",
+        f"{col}| case | round trips | p50 \u00b5s | p99 \u00b5s | p99.9 \u00b5s | p50 min\u2013max over runs "
+        f"| p50 vs {vs} | p99 vs {vs} | p99.9 vs {vs} |",
+        f"{sep}|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary["latency"]:
         first = f"| {row['transport']} " if per_transport else ""
         label = latency_label(row["transport"], row["case"])
         if "p50_us" not in row:
-            lines.append(f"{first}| {label} | FAILED | | | | | |")
+            lines.append(f"{first}| {label} | FAILED | | | | | | | |")
             continue
         lines.append(
             f"{first}| {label} | {row['round_trips']:,} | {row['p50_us']:.1f} | {row['p99_us']:.1f} "
-            f"| {row['min_p50_us']:.1f}{DASH}{row['max_p50_us']:.1f} | {ratio_text(row['p50_ratio_vs_raw'])} "
-            f"| {ratio_text(row['p99_ratio_vs_raw'])} |"
+            f"| {row['p999_us']:.1f} | {row['min_p50_us']:.1f}{DASH}{row['max_p50_us']:.1f} "
+            f"| {ratio_text(row['p50_ratio_vs_raw'])} | {ratio_text(row['p99_ratio_vs_raw'])} "
+            f"| {ratio_text(row['p999_ratio_vs_raw'])} |"
         )
     lines += [
         "",
@@ -1179,177 +1267,6 @@ def ratio_table(summary: dict[str, Any], config: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-DASH: Final = "\u2013"
-#: Average cores used by other processes above which the results are flagged as disturbed.
-NOISY: Final = 0.1
-
-
-def ratio_text(ratio: float | None) -> str:
-    return "n/a" if ratio is None else f"{ratio:.2f}\u00d7"
-
-
-def size_label(size: int) -> str:
-    return f"{size // 1024} KiB" if size >= 1024 and size % 1024 == 0 else f"{size} B"
-
-
-def package_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def machine_info() -> dict[str, Any]:
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": cpu_model(),
-        "python": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-        "trio": trio.__version__,
-        "reliablelink": reliablelink.__version__,
-        "openssl": ssl.OPENSSL_VERSION,
-        "packages": {name: package_version(name) for name in ("wsproto", "trio-websocket", "trustme")},
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": affinity,
-        "loadavg_before": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "git": git_state(),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-    }
-
-
-class NoiseGuard:
-    """Keeps other processes' CPU use out of the samples, as far as it can (Linux only).
-
-    The benchmark wants two idle cores. Before each sample it waits until the machine is
-    idle; after it, it computes how much CPU other processes used during the sample (busy
-    time of the machine from ``/proc/stat`` minus the CPU time of this process and of the
-    two workers) and takes the sample again, ``retries`` times at most, if that was more
-    than NOISY of a core. Waiting and retaking share one time budget (``max_wait``), so a
-    busy machine delays the run by that much at most. Elsewhere it does nothing.
-    """
-
-    def __init__(self, max_wait: float, retries: int) -> None:
-        self.budget = max_wait
-        self.retries = retries
-        self.waited = 0.0
-        self.enabled = machine_cpu() is not None
-
-    def wait_until_idle(self) -> None:
-        announced = False
-        while self.enabled and self.budget > 0:
-            began = time.perf_counter()
-            before = machine_cpu()
-            time.sleep(0.25)
-            after = machine_cpu()
-            spent = time.perf_counter() - began
-            if before is None or after is None or (after[0] - before[0]) / spent < NOISY:
-                return
-            if not announced:
-                busy = (after[0] - before[0]) / spent
-                print(f"  (machine busy: {busy:.0%} of a core used elsewhere; waiting for it to calm down)", flush=True)
-                announced = True
-            time.sleep(0.75)
-            spent = time.perf_counter() - began
-            self.budget -= spent
-            self.waited += spent
-
-    def snapshot(self, pair: Pair) -> tuple[float, float, float] | None:
-        machine = machine_cpu()
-        workers = pair.cpu()
-        if machine is None or workers is None:
-            return None
-        return time.perf_counter(), machine[0], workers + self_cpu()
-
-    def background(self, before: tuple[float, float, float] | None, pair: Pair) -> float | None:
-        """Cores used by other processes on average since ``before``."""
-        after = self.snapshot(pair)
-        if before is None or after is None:
-            return None
-        wall = after[0] - before[0]
-        return max(0.0, (after[1] - before[1]) - (after[2] - before[2])) / wall
-
-    def run(self, pair: Pair, measure: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """Take one sample; return it and the noisy attempts that were discarded."""
-        discarded: list[dict[str, Any]] = []
-        while True:
-            self.wait_until_idle()
-            before = self.snapshot(pair)
-            sample = measure()
-            sample["background_cores"] = background = self.background(before, pair)
-            if (
-                not sample["ok"]
-                or background is None
-                or background <= NOISY
-                or len(discarded) >= self.retries
-                or self.budget <= 0
-            ):
-                return sample, discarded
-            print(f"  (discarded: other processes used {background:.0%} of a core; measuring again)", flush=True)
-            discarded.append(sample)
-            if before is not None:
-                spent = time.perf_counter() - before[0]
-                self.budget -= spent
-                self.waited += spent
-
-
-def machine_cpu() -> tuple[float, float] | None:
-    """Seconds the whole machine spent busy, and stolen by the hypervisor, since boot."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    tick = os.sysconf("SC_CLK_TCK")
-    # Steal is time the hypervisor gave to other machines: it disturbs the run too.
-    return (user + nice + system + irq + softirq + steal) / tick, steal / tick
-
-
-def process_cpu(pid: int | None) -> float | None:
-    """User + system CPU seconds of a live process (Linux), or ``None``."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def self_cpu() -> float:
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    return me.ru_utime + me.ru_stime
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def git_state() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "reliablelink"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown commit"
-    return f"commit {head}{' + uncommitted changes in reliablelink/' if dirty else ''}"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 # -- main ------------------------------------------------------------------------------
 
 
@@ -1403,7 +1320,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sizes",
         type=parse_sizes,
-        help="comma-separated throughput message sizes among 64, 1024 (1KiB), 16384 (16KiB); default all three, "
+        help="comma-separated throughput message sizes among 64, 1024 (1KiB), 16384 (16KiB), 262144 (256KiB); "
+        "default all four, "
         "or 1 KiB only with --transports",
     )
     parser.add_argument("--repeats", type=int, help="samples per case (default 5, or 3 with --quick; at least 3)")
@@ -1473,12 +1391,15 @@ def main(argv: list[str] | None = None) -> int:
             config["tls"] = make_certificates(workdir)
         pair = Pair()
         print(
-            f"warming up ({len(transports) * len(sizes) * len(THROUGHPUT_CASES)} short runs, discarded)...", flush=True
+            f"warming up ({len(sizes) * sum(len(cases_for(t)) for t in transports)} short runs, discarded)...",
+            flush=True,
         )
         for transport in transports:
             for size in sizes:
-                for case in THROUGHPUT_CASES:
-                    s = measure_throughput(pair, work, transport=transport, case=case, size=size, count=WARMUP_COUNT)
+                for case in cases_for(transport):
+                    s = measure_throughput(
+                        pair, work, transport=transport, case=case, size=size, count=warmup_count(size)
+                    )
                     if not s["ok"]:
                         warmup_failures.append(s["error"])
                     elif "tls_version" in s["sender"]:
@@ -1489,7 +1410,7 @@ def main(argv: list[str] | None = None) -> int:
             for transport in rotated(transports, rep):
                 name = f"{transport} " if per_transport else ""
                 for size in rotated(sizes, rep):
-                    for case in rotated(THROUGHPUT_CASES, rep):
+                    for case in rotated(cases_for(transport), rep):
                         count = counts[transport, case, size]
                         s, noisy = guard.run(
                             pair,
