@@ -12,10 +12,18 @@ from typing import Any
 import trio
 
 from ._core import ClientHandshake, HandshakeResult, ResumeRequest, SessionCore
-from ._errors import AuthenticationError, ConnectionFailed, ProtocolError, SessionClosed, SessionExpired
+from ._errors import (
+    AuthenticationError,
+    ConnectionFailed,
+    ProtocolError,
+    ReliableLinkError,
+    SessionClosed,
+    SessionExpired,
+)
 from ._options import ClientOptions
 from ._session import Session
 from ._util import collapse_exception_groups, key_bytes
+from .stores import SessionRecord, StoreFenced
 from .transports import StreamOptions, get_transport
 
 __all__ = ["connect"]
@@ -49,13 +57,19 @@ async def connect(url: str, *, client_id: str, key: bytes | str, **options: Any)
             ``(initial, maximum)`` tuple; default 0.1 s to 5 s), ``connect_timeout`` (10 s:
             the first connection must succeed within it, and each later attempt is bounded
             by it), ``close_timeout`` (10 s), ``ack_delay`` (0.02 s: longest wait before a
-            standalone ACK), ``ssl_context``.
+            standalone ACK), ``ssl_context``, ``store`` (a
+            :class:`~reliablelink.stores.SessionStore`, for example
+            ``SQLiteStore("agent.db")``: the session is kept there, so a process killed and
+            started again with the same store, url and client id resumes it, and every
+            message ``send()`` had accepted is delivered exactly once).
 
     Yields:
         The :class:`Session`.
 
     Raises:
         AuthenticationError: wrong key or unknown client id (raised at once, never retried).
+        SessionExpired: a session loaded from ``store`` could not be resumed (the server
+            forgot it); the stored copy is dropped, so the next ``connect`` starts afresh.
         ConnectionFailed: no connection could be made within ``connect_timeout``.
         TypeError: an unknown option.
         ValueError: a bad URL or option value.
@@ -72,6 +86,7 @@ async def connect(url: str, *, client_id: str, key: bytes | str, **options: Any)
                 yield session
             finally:
                 await session.aclose()
+                await session._forget_store()
                 nursery.cancel_scope.cancel()
 
 
@@ -88,18 +103,43 @@ class _Client:
         self.rng = random.Random(opts.reconnect_backoff.seed)
         self.last_error: BaseException | None = None
 
+    @property
+    def store_key(self) -> str:
+        return f"{self.client_id}@{self.url.geturl()}"
+
+    async def _restore(self) -> Session | None:
+        """The session kept in the store by an earlier run, now owned by this one."""
+        store = self.opts.store
+        if store is None:
+            return None
+        record = await store.load(self.store_key)
+        if record is None:
+            return None
+        core = SessionCore(self.opts.params, ack_delay=self.opts.ack_delay)
+        session = Session._from_record(record, core, self.opts.close_timeout)
+        # Fence off any other process still running with this session (a stale copy of this
+        # program): from now on its writes are refused.
+        if not await store.claim(record.key, record.epoch, record.token, b"", None):
+            raise StoreFenced(f"another process took over the stored session {record.session_id.hex()} just now")
+        session._use_store(store, record.key, record.epoch + 1)
+        log.info(
+            "resuming stored session %s (%d messages not yet acknowledged)", session.session_id, len(record.unacked)
+        )
+        return session
+
     async def run(self, task_status: trio.TaskStatus[Session] = trio.TASK_STATUS_IGNORED) -> None:
         opts = self.opts
-        session: Session | None = None
+        session = await self._restore()
+        started = False
         give_up_at = trio.current_time() + opts.connect_timeout
         attempt = 0
         while True:
             try:
-                stream, result, rest = await self._attempt(session, give_up_at if session is None else None)
+                stream, result, rest = await self._attempt(session, None if started else give_up_at)
             except ssl.SSLCertVerificationError as exc:
                 # Retrying cannot fix a certificate on the first connection: say so at once. Later
                 # (a captive portal, a certificate being rotated) it may clear up: keep trying.
-                if session is None:
+                if not started:
                     raise ConnectionFailed(f"could not connect to {self.url.geturl()}: {exc}") from exc
                 log.warning("reconnecting to %s: %s", self.url.geturl(), exc)
                 await self._back_off(exc, attempt, None)
@@ -108,23 +148,20 @@ class _Client:
             except _FATAL as exc:
                 if session is None:
                     raise
-                log.warning("session %s cannot resume: %s", session.session_id, exc)
-                session._finish(exc)
+                await self._cannot_resume(session, exc, started)
                 return
             except _TRANSIENT as exc:
-                await self._back_off(exc, attempt, give_up_at if session is None else None)
+                await self._back_off(exc, attempt, None if started else give_up_at)
                 attempt += 1
                 continue
-            if session is None:
-                core = SessionCore(result.params, ack_delay=opts.ack_delay)
-                session = Session(
-                    core, session_id=result.session_id, client_id=self.client_id, close_timeout=opts.close_timeout
-                )
+            session = await self._attached(session, result, stream)
+            if not started:
+                started = True
                 task_status.started(session)
-            session._token = result.token
             began = trio.current_time()
             await session._run_link(stream, result.params, result.peer_last_received, rest)
             if session._finished:
+                await session._forget_store()
                 return
             # A link that stayed up a while resets the backoff. One that died at once (a
             # server or middlebox that accepts and then drops us) backs off like a failed
@@ -134,6 +171,46 @@ class _Client:
             else:
                 await trio.sleep(opts.reconnect_backoff.delay(attempt, self.rng))
                 attempt += 1
+
+    async def _cannot_resume(self, session: Session, exc: ReliableLinkError, started: bool) -> None:
+        """The server refused to resume the session for good: end it (and its stored copy)."""
+        lost = len(session._core.unacked)
+        session._finish(exc)
+        await session._forget_store()
+        if not started:
+            # A session loaded from the store: connect() reports the loss itself.
+            raise type(exc)(
+                f"the stored session {session.session_id} cannot be resumed ({lost} messages accepted "
+                f"by send() were never acknowledged and are lost): {exc}"
+            ) from exc
+        log.warning("session %s cannot resume: %s", session.session_id, exc)
+
+    async def _attached(self, session: Session | None, result: HandshakeResult, stream: trio.abc.Stream) -> Session:
+        """Record a successful handshake: a new session, or the resume token rotated."""
+        try:
+            return await self._record_attach(session, result)
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+
+    async def _record_attach(self, session: Session | None, result: HandshakeResult) -> Session:
+        store = self.opts.store
+        if session is None:
+            core = SessionCore(result.params, ack_delay=self.opts.ack_delay)
+            session = Session(
+                core, session_id=result.session_id, client_id=self.client_id, close_timeout=self.opts.close_timeout
+            )
+            session._token = result.token
+            if store is not None:
+                await store.create(SessionRecord(self.store_key, result.session_id, self.client_id, result.token))
+                session._use_store(store, self.store_key, 1)
+            return session
+        session._token = result.token
+        if store is not None:
+            # If this write is lost with the process, the server still accepts the token we
+            # presented (it keeps the last one the client proved it holds).
+            await session._persist(token=result.token)
+        return session
 
     async def _back_off(self, exc: BaseException, attempt: int, give_up_at: float | None) -> None:
         """Wait before the next attempt; raise ConnectionFailed if the first connection is overdue."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from ._core import LinkParams
 from ._guard import GuardLimits
+from .stores import SessionStore
 
 __all__ = ["Backoff", "ClientOptions", "ServerOptions"]
 
@@ -56,6 +57,11 @@ def _link_params(opts: dict[str, Any]) -> LinkParams:
     return LinkParams(**given).validate()
 
 
+def _check_store(store: object) -> None:
+    if store is not None and not isinstance(store, SessionStore):
+        raise TypeError(f"store must be a reliablelink.stores.SessionStore (or None), got {type(store).__name__}")
+
+
 def _reject_unknown(kind: str, opts: dict[str, Any], valid: list[str]) -> None:
     if opts:
         raise TypeError(f"unknown {kind} option(s) {sorted(opts)}; valid options: {', '.join(sorted(valid))}")
@@ -74,6 +80,7 @@ class ClientOptions:
     close_timeout: float = 10.0
     ack_delay: float = 0.02
     ssl_context: ssl.SSLContext | None = None
+    store: SessionStore | None = None
 
     @classmethod
     def from_kwargs(cls, opts: dict[str, Any]) -> ClientOptions:
@@ -87,6 +94,7 @@ class ClientOptions:
         kwargs = {n: opts.pop(n) for n in list(opts) if n in fields}
         _reject_unknown("connect()", opts, [*_COMMON, "reconnect_backoff", *fields])
         result = cls(params=params, reconnect_backoff=backoff or Backoff(), **kwargs)
+        _check_store(result.store)
         for name in ("connect_timeout", "close_timeout", "ack_delay"):
             if getattr(result, name) <= 0:
                 raise ValueError(f"{name} must be > 0 seconds, got {getattr(result, name)}")
@@ -103,7 +111,7 @@ class ServerOptions:
     close_timeout: float = 10.0
     ack_delay: float = 0.02
     ssl_context: ssl.SSLContext | None = None
-    store: None = None
+    store: SessionStore | None = None
     max_sessions: int = 100_000
     max_sessions_per_client: int = 64
     limits: GuardLimits = field(default_factory=GuardLimits)
@@ -118,9 +126,8 @@ class ServerOptions:
         fields = {f.name for f in dataclasses.fields(cls)} - {"params", "limits"}
         kwargs = {n: opts.pop(n) for n in list(opts) if n in fields}
         _reject_unknown("serve()", opts, [*_COMMON, *fields, *limit_names])
-        if kwargs.get("store") is not None:
-            raise NotImplementedError("only the in-memory session store exists so far; pass store=None")
         result = cls(params=params, limits=limits, **kwargs)
+        _check_store(result.store)
         for name in ("session_ttl", "handshake_timeout", "close_timeout", "ack_delay"):
             if getattr(result, name) <= 0:
                 raise ValueError(f"{name} must be > 0 seconds, got {getattr(result, name)}")

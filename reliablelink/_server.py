@@ -29,6 +29,7 @@ from ._guard import AddressGuard
 from ._options import ServerOptions
 from ._session import LinkState, Session, _Replaced
 from ._util import KeyLookup, collapse_exception_groups, key_lookup
+from .stores import SessionRecord, StoreError, StoreFenced
 from .transports import StreamOptions, get_transport
 
 __all__ = ["Server", "serve"]
@@ -72,6 +73,13 @@ class Server:
         self._per_client: Counter[str] = Counter()
         self._guard = AddressGuard(opts.limits)
         self._closed: OrderedDict[bytes, None] = OrderedDict()
+        self._store = opts.store
+        # Loading, deciding and claiming a stored session happen under this lock, so two
+        # connections resuming the same session cannot both load it.
+        self._store_lock = trio.Lock()
+        # A stored session's lease: renewed every third of it while this process holds the
+        # session, so a crashed node's sessions expire at most this long after the crash.
+        self._lease = opts.session_ttl * 4 / 3
 
     @property
     def sessions(self) -> Mapping[str, Session]:
@@ -132,7 +140,11 @@ class Server:
                         await trio.sleep(delay)
                     hs.set_key(self._keys(step))
                 elif isinstance(step, ResumeRequest):
-                    session, result = self._decide(hs, step)
+                    if self._store is None:
+                        session, result = self._decide(hs, step)
+                    else:
+                        async with self._store_lock:
+                            session, result = await self._decide_stored(hs, step)
                     await stream.send_all(hs.data_to_send())
                     return session, result, step, hs.take_rest()
             except (AuthenticationError, ProtocolError, _Refused) as exc:
@@ -171,9 +183,9 @@ class Server:
             core = SessionCore(result.params, ack_delay=self._opts.ack_delay)
             session = Session(core, session_id=sid, client_id=hs.client_id, close_timeout=self._opts.close_timeout)
             session._token = token
-            self._sessions[sid] = session
-            self._per_client[hs.client_id] += 1
-            self._nursery.start_soon(self._supervise, session)
+            if self._store is not None:
+                session._use_store(self._store, sid.hex(), 1)
+            self._adopt(session)
             return session, result
         found = self._sessions.get(req.session_id)
         if found is None or found._finished:
@@ -201,6 +213,109 @@ class Server:
         session._detach_now(_Replaced("the session was resumed on a newer connection"))
         result = hs.accept(req.session_id, token, session._core.received, resumed=True, session_ttl=ttl)
         return session, result
+
+    def _adopt(self, session: Session) -> None:
+        self._sessions[session._session_id] = session
+        self._per_client[session.client_id] += 1
+        if session._store is None:
+            self._nursery.start_soon(self._supervise, session)
+        # else: the handler starts once the store has recorded the attachment (its writes
+        # would be refused before that).
+
+    async def _decide_stored(self, hs: ServerHandshake, req: ResumeRequest) -> tuple[Session, HandshakeResult]:
+        """:meth:`_decide` for a server with a store: bring the session in from the store if
+        this process does not hold its newest copy, decide, then record the attachment in the
+        store (a new session, or a claim that fences off any other holder) before WELCOME."""
+        store = self._store
+        assert store is not None
+        if req.session_id:
+            await self._load_stored(hs.client_id, req)
+        session, result = self._decide(hs, req)
+        expires_at = store.clock() + self._lease
+        try:
+            if not req.session_id:
+                record = SessionRecord(session._store_key, session._session_id, session.client_id, session._token)
+                record.expires_at = expires_at
+                await store.create(record)
+                ok = True
+            else:
+                # A session this process already ran keeps its epoch (its own writes may be in
+                # flight); one just loaded from the store takes a new one, fencing the old owner.
+                ok = await store.claim(
+                    session._store_key,
+                    session._epoch,
+                    session._token,
+                    session._prev_token,
+                    expires_at,
+                    bump=not session._supervised,
+                )
+        except StoreError as exc:
+            log.error("session store failed: %s", exc)
+            hs.data_to_send()  # the WELCOME must not go out
+            hs.reject(ErrorCode.SERVER_BUSY, "session store unavailable")
+            if not req.session_id:
+                session._finish(exc)
+                self._forget(session)
+            raise _Refused("session store failed", busy=True) from exc
+        if not ok:
+            # Another node attached it since we loaded it: the client will retry.
+            hs.data_to_send()
+            hs.reject(ErrorCode.SERVER_BUSY, "the session is being resumed elsewhere; retry")
+            session._finish(StoreFenced("the session was resumed on another server node"))
+            self._forget(session)
+            raise _Refused("lost the race to claim a stored session", busy=True)
+        if not session._supervised:
+            if req.session_id:
+                session._epoch += 1
+            session._supervised = True
+            self._nursery.start_soon(self._supervise, session)
+        return session, result
+
+    async def _load_stored(self, client_id: str, req: ResumeRequest) -> None:
+        """Make sure the in-memory copy of ``req``'s session is the store's newest one."""
+        store = self._store
+        assert store is not None
+        sid = req.session_id
+        try:
+            record = await store.load(sid.hex())
+        except StoreError as exc:
+            log.error("session store failed: %s", exc)
+            return
+        held = self._sessions.get(sid)
+        if record is None:
+            if held is not None and store.shared and not held._finished:
+                # Ended or expired elsewhere while this node still had a copy.
+                held._finish(SessionExpired("the session is no longer in the shared store"), Transition.EXPIRE)
+            return
+        if held is not None and not held._finished and held._epoch == record.epoch:
+            return
+        # Checked before anything is loaded, so a wrong token cannot make us start a handler.
+        owner_ok = hmac.compare_digest(record.client_id.encode(), client_id.encode())
+        token_ok = hmac.compare_digest(req.token, record.token) or (
+            bool(record.prev_token) and hmac.compare_digest(req.token, record.prev_token)
+        )
+        if not (owner_ok and token_ok):
+            return
+        if held is not None:
+            held._finish(StoreFenced("the session was resumed on another server node"))
+            self._forget(held)
+        core = SessionCore(self._opts.params, ack_delay=self._opts.ack_delay)
+        session = Session._from_record(record, core, self._opts.close_timeout)
+        session._use_store(store, record.key, record.epoch)
+        log.info("session %s (client %r) loaded from the store", session.session_id, session.client_id)
+        self._adopt(session)
+
+    async def _renew_leases(self) -> None:
+        """Keep stored sessions this process holds from expiring in the store."""
+        store = self._store
+        assert store is not None
+        while True:
+            leases = [(s._store_key, s._epoch) for s in self._sessions.values() if not s._finished]
+            try:
+                await store.renew(leases, store.clock() + self._lease)
+            except StoreError as exc:
+                log.error("could not renew session leases: %s", exc)
+            await trio.sleep(self._opts.session_ttl / 3)
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -234,8 +349,11 @@ class Server:
                 session._finish(expired, Transition.EXPIRE)
 
     def _forget(self, session: Session) -> None:
-        if self._sessions.pop(session._session_id, None) is None:
+        if self._sessions.get(session._session_id) is not session:
             return
+        del self._sessions[session._session_id]
+        if session._store is not None:
+            self._nursery.start_soon(session._forget_store)
         self._per_client[session.client_id] -= 1
         if self._per_client[session.client_id] <= 0:
             del self._per_client[session.client_id]
@@ -293,8 +411,12 @@ async def serve(
             and the per-address limits ``max_connections_per_address`` (64),
             ``max_pending_handshakes`` (1024), ``failures_before_delay`` (3),
             ``failure_delay`` (0.5 s per failure), ``failure_delay_max`` (5 s),
-            ``failures_before_lockout`` (20) and ``lockout`` (60 s). ``store`` is reserved
-            for durable session stores (only ``None``, in memory, exists so far).
+            ``failures_before_lockout`` (20) and ``lockout`` (60 s). ``store``: a
+            :class:`~reliablelink.stores.SessionStore` (default: sessions live in this
+            process only). With ``SQLiteStore`` sessions survive a restart of the server;
+            with ``RedisStore`` several server processes share them and a client may resume
+            on any of them. A session loaded from the store gets its handler started again
+            (:attr:`Session.restored` is true).
     """
     opts = ServerOptions.from_kwargs(options)
     transport, parts = get_transport(url)
@@ -305,6 +427,8 @@ async def serve(
     with collapse_exception_groups():
         async with trio.open_nursery() as nursery:
             server = Server(handler, lookup, opts, nursery)
+            if opts.store is not None:
+                nursery.start_soon(server._renew_leases)
             server.url = await nursery.start(transport.serve, parts, server._handle_connection, stream_options)
             log.info("serving on %s", server.url)
             task_status.started(server)

@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import trio
 
 from ._core import LinkDead, LinkParams, PeerClosed, PeerError, SessionCore, SessionState, Transition
 from ._core._frames import ErrorCode, encode_error
 from ._errors import MessageTooLarge, ProtocolError, ReliableLinkError, SessionClosed, SessionMoved
+from .stores._base import SessionChange, StoreError, StoreFenced
+
+if TYPE_CHECKING:
+    from .stores import SessionRecord, SessionStore
 
 __all__ = ["LinkState", "Session", "SessionStats"]
 
@@ -137,6 +142,41 @@ class Session:
         # a new token may be lost with the connection).
         self._token = b""
         self._prev_token = b""
+        # Durable sessions (see reliablelink.stores): where the session is stored, the epoch
+        # this process owns it under, and what the store already holds.
+        self._store: SessionStore | None = None
+        self._store_key = ""
+        self._epoch = 0
+        self._saved_seq = 0
+        self._saved_delivered = 0
+        self._saved_acked = 0
+        # Everything receive() returned before its latest call: the application is done
+        # with it, so it may be stored as delivered and acknowledged.
+        self._handled = 0
+        self._commit_at = math.inf
+        self._restored = False
+        self._store_forgotten = False
+        self._supervised = False  # the server started its handler
+
+    @classmethod
+    def _from_record(cls, record: SessionRecord, core: SessionCore, close_timeout: float) -> Session:
+        """A session loaded from a store (its core is still fresh)."""
+        core.restore(next_seq=record.next_seq, acked=record.acked, delivered=record.delivered, unacked=record.unacked)
+        session = cls(core, session_id=record.session_id, client_id=record.client_id, close_timeout=close_timeout)
+        session._token = record.token
+        session._prev_token = record.prev_token
+        session._restored = True
+        return session
+
+    def _use_store(self, store: SessionStore, key: str, epoch: int) -> None:
+        core = self._core
+        core.durable = True
+        self._store = store
+        self._store_key = key
+        self._epoch = epoch
+        self._saved_seq = core.next_seq - 1
+        self._saved_delivered = self._handled = core.delivered
+        self._saved_acked = core.acked
 
     # -- public surface ----------------------------------------------------------------
 
@@ -144,6 +184,12 @@ class Session:
     def session_id(self) -> str:
         """The session's id (hex), the same on both ends and across reconnects."""
         return self._session_id.hex()
+
+    @property
+    def restored(self) -> bool:
+        """Whether this process loaded the session from its store (after a restart, or on
+        another server node) rather than creating it."""
+        return self._restored
 
     @property
     def link_state(self) -> LinkState:
@@ -215,6 +261,9 @@ class Session:
         else:
             self._pace -= 1
         core.send(payload)
+        if self._store is not None:
+            await self._persist()
+            return
         link = self._link
         if link is not None and link.writer_lot:
             link.writer_lot.unpark()
@@ -236,11 +285,16 @@ class Session:
             if n > limit:
                 raise MessageTooLarge(n, limit)
             if not core.window_open(n) or self._closing or self._error is not None or core.peer_closed:
+                if self._store is not None:
+                    await self._persist()
                 self._kick_writer()
                 await self._wait_window(n)
                 waited = True
                 link = self._link
             core.send(payload)
+        if self._store is not None:
+            await self._persist()
+            return
         if link is not None and link.writer_lot:
             link.writer_lot.unpark()
         if not waited:
@@ -256,6 +310,8 @@ class Session:
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         core = self._core
+        if self._store is not None:
+            self._mark_handled()
         if not core.inbox:
             await self._wait_inbox()
             self._pace = _PACE
@@ -279,6 +335,8 @@ class Session:
             raise ValueError(f"max_count must be at least 1, got {max_count}")
         await trio.lowlevel.checkpoint_if_cancelled()
         core = self._core
+        if self._store is not None:
+            self._mark_handled()
         if not core.inbox:
             await self._wait_inbox()
         else:
@@ -325,6 +383,11 @@ class Session:
         core = self._core
         try:
             with trio.move_on_after(self._close_timeout):
+                if self._store is not None:
+                    # The application is done with everything it received.
+                    self._handled = core.delivered
+                    with contextlib.suppress(ReliableLinkError):
+                        await self._persist()
                 while core.unacked and self._error is None and not core.peer_closed:
                     await self._send_lot.park()
                 core.close()
@@ -333,6 +396,80 @@ class Session:
                     await self._send_lot.park()
         finally:
             self._finish(SessionClosed("the session was closed by this side"), Transition.CLOSE_DONE)
+
+    # -- the store -------------------------------------------------------------------------
+
+    def _mark_handled(self) -> None:
+        """receive() was called again: what it returned before is handled; store that soon
+        (batched like a delayed ACK), and acknowledge it once stored."""
+        core = self._core
+        self._handled = core.delivered
+        if self._handled == self._saved_delivered or self._commit_at != math.inf:
+            return
+        now = trio.current_time()
+        soon = self._handled - self._saved_delivered >= core._ack_every
+        self._commit_at = now if soon else now + core.ack_delay
+        link = self._link
+        if link is not None and self._commit_at < link.timer_at and link.timer_lot:
+            link.timer_lot.unpark()
+
+    async def _persist(self, token: bytes | None = None) -> None:
+        """Write to the store what it lacks; then let those messages go on the wire and
+        acknowledge what is stored as delivered.
+
+        Shielded from cancellation: a message is either accepted (stored) or not, never
+        half-way. Raises the session's error if the store refused or failed (the session
+        ends: :class:`StoreFenced` when another attachment owns it, :class:`StoreError`).
+        """
+        store = self._store
+        if store is None:
+            return
+        core = self._core
+        upto = core.next_seq - 1
+        handled = self._handled
+        if (
+            upto == self._saved_seq
+            and handled == self._saved_delivered
+            and core.acked == self._saved_acked
+            and token is None
+        ):
+            return
+        appended: list[tuple[int, bytes]] = []
+        if upto > self._saved_seq:
+            first = self._saved_seq + 1 - core.unacked[0][0]
+            appended = list(itertools.islice(core.unacked, first, None))
+        self._saved_seq, self._saved_delivered, self._saved_acked = upto, handled, core.acked
+        change = SessionChange(appended, core.next_seq, core.acked, handled, token=token)
+        try:
+            with trio.CancelScope(shield=True):
+                await store.commit(self._store_key, self._epoch, change)
+        except StoreFenced as exc:
+            self._finish(exc)
+        except StoreError as exc:
+            self._finish(exc)
+        if self._error is not None:
+            raise _fresh(self._error)
+        core.durable_done(upto, handled)
+        self._kick_writer()
+
+    @property
+    def _keep_stored(self) -> bool:
+        """Whether the stored copy must outlive this process's copy: another attachment owns
+        it, or it was only abandoned here (cancelled or timed-out close, shutdown) and may be
+        resumed by a restart."""
+        error = self._error
+        if error is None or isinstance(error, StoreFenced):
+            return True
+        return type(error) is SessionClosed and not self._core.peer_closed
+
+    async def _forget_store(self) -> None:
+        """Drop the stored copy of a session that ended for good (idempotent)."""
+        store = self._store
+        if store is None or self._store_forgotten or self._keep_stored:
+            return
+        self._store_forgotten = True
+        with trio.CancelScope(shield=True), contextlib.suppress(StoreError):
+            await store.delete(self._store_key, self._epoch)
 
     # -- waiting helpers ---------------------------------------------------------------
 
@@ -472,6 +609,9 @@ class Session:
                 await trio.aclose_forcefully(stream)
 
     def _feed(self, link: _Link, data: bytes) -> None:
+        if self._link is not link:
+            # Detached (replaced, or the session ended) while this read was returning.
+            return
         core = self._core
         acked = core.acked
         try:
@@ -535,12 +675,19 @@ class Session:
         core = self._core
         lot = link.timer_lot
         while link.reason is None:
-            deadline = core.next_deadline()
+            deadline = min(core.next_deadline(), self._commit_at)
             link.timer_at = deadline
             with trio.move_on_at(deadline):
                 await lot.park()
             link.timer_at = math.inf
-            for event in core.handle_timer(trio.current_time()):
+            now = trio.current_time()
+            if now >= self._commit_at:
+                self._commit_at = math.inf
+                try:
+                    await self._persist()
+                except ReliableLinkError:
+                    return
+            for event in core.handle_timer(now):
                 if isinstance(event, LinkDead):
                     link.fail(_LinkLost(f"nothing received for {event.silence:.1f} s: link is dead"))
                     return

@@ -19,6 +19,7 @@ Delivery rules (see ``docs/guarantees.md``):
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -118,6 +119,13 @@ class SessionCore:
         self.unacked: deque[tuple[int, bytes]] = deque()
         self.unacked_bytes = 0
         self.acked = 0
+        # Durable sessions (a store is in use) hold each message back from the wire until the
+        # store has it (``release``), and acknowledge only what the store says was delivered
+        # (``durable_done``): a message on the wire before it is held, or an ACK before the
+        # delivery is held, is how a crash loses or repeats messages.
+        self.durable = False
+        self.released = 0
+        self.committed = 0
         # Incoming direction.
         self.received = 0
         self.delivered = 0
@@ -167,6 +175,27 @@ class SessionCore:
         self._ack_every = max(1, params.max_inflight // 4)
         self._ack_every_bytes = max(1, params.max_inflight_bytes // 4)
 
+    def restore(self, *, next_seq: int, acked: int, delivered: int, unacked: list[tuple[int, bytes]]) -> None:
+        """Load a session's position from a store (before the first attach).
+
+        Received-but-undelivered messages are not kept by stores: the position resumes at
+        ``delivered`` and the peer resends the rest.
+        """
+        if self.stats.attaches or self.next_seq != 1:
+            raise RuntimeError("restore() is only valid on a fresh core")
+        self.durable = True
+        self.next_seq = next_seq
+        self.released = next_seq - 1
+        self.acked = acked
+        self.unacked = deque(unacked)
+        self.unacked_bytes = sum(len(p) for _, p in unacked)
+        self.received = self.delivered = self.committed = self.ack_sent = delivered
+        self.stats.sent = next_seq - 1
+        self.stats.acked = acked
+
+    def _ack_pos(self) -> int:
+        return self.committed if self.durable else self.delivered
+
     # -- attach / detach ---------------------------------------------------------------
 
     def attach(self, params: LinkParams, peer_last_received: int, now: float) -> None:
@@ -181,9 +210,9 @@ class SessionCore:
             ProtocolError: the peer claims to hold messages we never sent, or less than it
                 already acknowledged (it lost state it promised to keep).
         """
-        if peer_last_received >= self.next_seq:
+        if peer_last_received > self.released:
             raise ProtocolError(
-                f"peer claims to have received message {peer_last_received} but only {self.next_seq - 1} were sent"
+                f"peer claims to have received message {peer_last_received} but only {self.released} were sent"
             )
         if peer_last_received < self.acked:
             raise ProtocolError(
@@ -205,20 +234,23 @@ class SessionCore:
         self.stats.attaches += 1
         # State our ACK first, then resend in order everything the peer does not hold.
         out = self._out
-        out += U64_FRAME.pack(9, _ACK, self.delivered)
-        self.ack_sent = self.delivered
+        ack = self._ack_pos()
+        out += U64_FRAME.pack(9, _ACK, ack)
+        self.ack_sent = ack
         self._ack_sent_bytes = self._delivered_bytes
-        ack = self.delivered
         pack = DATA_HEADER.pack
         resent = 0
+        released = self.released
         for seq, payload in self.unacked:
+            if seq > released:
+                break
             if seq > peer_last_received:
                 out += pack(len(payload) + DATA_BODY_OVERHEAD, _DATA, seq, ack)
                 out += payload
                 resent += 1
         self.stats.resent += resent
         if self.close_sent:
-            out += U64_FRAME.pack(9, _CLOSE, self.delivered)
+            out += U64_FRAME.pack(9, _CLOSE, ack)
 
     def detach(self) -> None:
         """The connection is gone. Buffers of that connection are dropped; nothing else is."""
@@ -258,6 +290,9 @@ class SessionCore:
         n = len(payload)
         self.unacked_bytes += n
         self.stats.sent += 1
+        if self.durable:
+            return seq  # goes on the wire once the store holds it (release)
+        self.released = seq
         if self._frame_limit:
             out = self._out
             out += DATA_HEADER.pack(n + DATA_BODY_OVERHEAD, _DATA, seq, self.delivered)
@@ -265,6 +300,28 @@ class SessionCore:
             self.ack_sent = self.delivered
             self._ack_sent_bytes = self._delivered_bytes
         return seq
+
+    def durable_done(self, released: int, delivered: int) -> None:
+        """The store now holds every message up to ``released`` and the delivery position
+        ``delivered``: let those messages go on the wire and acknowledge up to ``delivered``."""
+        if delivered > self.committed:
+            self.committed = min(delivered, self.delivered)
+        if released > self.released:
+            start = self.released
+            self.released = min(released, self.next_seq - 1)
+            if self._frame_limit and self.unacked:
+                out = self._out
+                ack = self.committed
+                pack = DATA_HEADER.pack
+                first = start + 1 - self.unacked[0][0]
+                for seq, payload in itertools.islice(self.unacked, max(0, first), None):
+                    if seq > self.released:
+                        break
+                    out += pack(len(payload) + DATA_BODY_OVERHEAD, _DATA, seq, ack)
+                    out += payload
+                self.ack_sent = ack
+        if self._frame_limit and self.committed != self.ack_sent:
+            self._queue_ack()
 
     def data_to_send(self, now: float) -> bytearray:
         """Take the bytes to write (empty when there is nothing)."""
@@ -286,7 +343,7 @@ class SessionCore:
         self.close_sent = True
         self._go(Transition.SEND_CLOSE)
         if self._frame_limit:
-            self._out += U64_FRAME.pack(9, _CLOSE, self.delivered)
+            self._out += U64_FRAME.pack(9, _CLOSE, self._ack_pos())
         # else: nobody to tell yet; the next attach sends CLOSE after the replay.
 
     def protocol_error(self, message: str) -> None:
@@ -308,16 +365,21 @@ class SessionCore:
         self.inbox_bytes -= n
         self.delivered += 1
         self._delivered_bytes += n
-        if self._frame_limit and (
-            self.delivered - self.ack_sent >= self._ack_every
-            or self._delivered_bytes - self._ack_sent_bytes >= self._ack_every_bytes
+        if (
+            self._frame_limit
+            and not self.durable
+            and (
+                self.delivered - self.ack_sent >= self._ack_every
+                or self._delivered_bytes - self._ack_sent_bytes >= self._ack_every_bytes
+            )
         ):
             self._queue_ack()
         return payload
 
     def _queue_ack(self) -> None:
-        self._out += U64_FRAME.pack(9, _ACK, self.delivered)
-        self.ack_sent = self.delivered
+        ack = self._ack_pos()
+        self._out += U64_FRAME.pack(9, _ACK, ack)
+        self.ack_sent = ack
         self._ack_sent_bytes = self._delivered_bytes
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
@@ -465,10 +527,8 @@ class SessionCore:
             return
         if ack < self.acked:
             raise ProtocolError(f"acknowledgement went backwards ({ack} after {self.acked})")
-        if ack >= self.next_seq:
-            raise ProtocolError(
-                f"acknowledgement of message {ack}, which was never sent (last sent {self.next_seq - 1})"
-            )
+        if ack > self.released:
+            raise ProtocolError(f"acknowledgement of message {ack}, which was never sent (last sent {self.released})")
         unacked = self.unacked
         freed = 0
         while unacked and unacked[0][0] <= ack:
@@ -484,7 +544,7 @@ class SessionCore:
         self._go(Transition.RECEIVE_CLOSE)
         if not self.close_sent:
             self.close_sent = True
-            self._out += U64_FRAME.pack(9, _CLOSE, self.delivered)
+            self._out += U64_FRAME.pack(9, _CLOSE, self._ack_pos())
         self._go(Transition.CLOSE_DONE)
         events.append(PeerClosed())
 
@@ -507,7 +567,7 @@ class SessionCore:
         if now >= self.last_recv + p.dead_after:
             return [LinkDead(now - self.last_recv)]
         if now >= self._ack_due:
-            if self.delivered != self.ack_sent:
+            if self._ack_pos() != self.ack_sent:
                 self._queue_ack()
             # While the application holds undelivered messages, look again later: the
             # ACK must follow delivery, and delivery happens outside the core's view.
