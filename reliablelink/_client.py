@@ -115,13 +115,14 @@ class _Client:
         record = await store.load(self.store_key)
         if record is None:
             return None
-        core = SessionCore(self.opts.params, ack_delay=self.opts.ack_delay)
-        session = Session._from_record(record, core, self.opts.close_timeout)
         # Fence off any other process still running with this session (a stale copy of this
         # program): from now on its writes are refused.
-        if not await store.claim(record.key, record.epoch, record.token, b"", None):
+        taken = await store.take_over(record.key, record.epoch)
+        if taken is None:
             raise StoreFenced(f"another process took over the stored session {record.session_id.hex()} just now")
-        session._use_store(store, record.key, record.epoch + 1)
+        core = SessionCore(self.opts.params, ack_delay=self.opts.ack_delay)
+        session = Session._from_record(taken, core, self.opts.close_timeout)
+        session._use_store(store, taken.key, taken.epoch)
         log.info(
             "resuming stored session %s (%d messages not yet acknowledged)", session.session_id, len(record.unacked)
         )

@@ -239,15 +239,8 @@ class Server:
                 await store.create(record)
                 ok = True
             else:
-                # A session this process already ran keeps its epoch (its own writes may be in
-                # flight); one just loaded from the store takes a new one, fencing the old owner.
                 ok = await store.claim(
-                    session._store_key,
-                    session._epoch,
-                    session._token,
-                    session._prev_token,
-                    expires_at,
-                    bump=not session._supervised,
+                    session._store_key, session._epoch, session._token, session._prev_token, expires_at
                 )
         except StoreError as exc:
             log.error("session store failed: %s", exc)
@@ -265,8 +258,6 @@ class Server:
             self._forget(session)
             raise _Refused("lost the race to claim a stored session", busy=True)
         if not session._supervised:
-            if req.session_id:
-                session._epoch += 1
             session._supervised = True
             self._nursery.start_soon(self._supervise, session)
         return session, result
@@ -296,6 +287,16 @@ class Server:
         )
         if not (owner_ok and token_ok):
             return
+        # Take it over: from now on the previous owner's writes are refused, so the record
+        # holds everything it accepted.
+        try:
+            record = await store.take_over(record.key, record.epoch)
+        except StoreError as exc:
+            log.error("session store failed: %s", exc)
+            return
+        if record is None:
+            return  # another node took it just now; this attempt fails and the client retries
+        held = self._sessions.get(sid)
         if held is not None:
             held._finish(StoreFenced("the session was resumed on another server node"))
             self._forget(held)

@@ -24,7 +24,7 @@ import trio
 
 from .._errors import ReliableLinkError, SessionMoved
 
-__all__ = ["Attachment", "SessionChange", "SessionRecord", "SessionStore", "StoreError", "StoreFenced"]
+__all__ = ["SessionChange", "SessionRecord", "SessionStore", "StoreError", "StoreFenced"]
 
 T = TypeVar("T")
 
@@ -96,16 +96,6 @@ class SessionChange:
     token: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Attachment:
-    """What :meth:`SessionStore.claim` records: the new tokens, expiry and epoch increment."""
-
-    token: bytes
-    prev_token: bytes
-    expires_at: float | None
-    bump: int
-
-
 class SessionStore(abc.ABC):
     """Where sessions live across process restarts (or across server nodes).
 
@@ -139,8 +129,12 @@ class SessionStore(abc.ABC):
         """Store a new session (replacing any record with the same key)."""
 
     @abc.abstractmethod
-    def _claim(self, key: str, epoch: int, new: Attachment) -> bool:
-        """If the stored epoch is ``epoch``, add ``new.bump`` to it and store the tokens and expiry."""
+    def _take_over(self, key: str, epoch: int) -> SessionRecord | None:
+        """If the stored epoch is ``epoch``, increment it and return the whole record, atomically."""
+
+    @abc.abstractmethod
+    def _claim(self, key: str, epoch: int, tokens: tuple[bytes, bytes], expires_at: float | None) -> bool:
+        """If the stored epoch is ``epoch``, store the tokens ``(token, prev_token)`` and expiry."""
 
     @abc.abstractmethod
     def _commit(self, changes: Sequence[tuple[str, int, SessionChange]]) -> list[bool]:
@@ -167,23 +161,21 @@ class SessionStore(abc.ABC):
         """Store a new session."""
         await self._run(self._create, record)
 
-    async def claim(
-        self,
-        key: str,
-        epoch: int,
-        token: bytes,
-        prev_token: bytes,
-        expires_at: float | None,
-        *,
-        bump: bool = True,
-    ) -> bool:
-        """Record a new attachment: compare-and-increment the epoch, store the new tokens.
+    async def take_over(self, key: str, epoch: int) -> SessionRecord | None:
+        """Become the session's owner: increment its epoch if it is still ``epoch`` and return
+        the record as it is at that instant (``None`` if someone else took it meanwhile).
 
-        ``bump=False`` keeps the epoch: for a process that already owns the session (its own
-        writes in flight must not be fenced off), the compare still refuses a stale owner.
-        Returns ``False`` if someone else attached the session since it was loaded.
+        From then on, writes carrying the old epoch are refused, so nothing the old owner
+        writes afterwards can be missing from the returned record.
         """
-        ok: bool = await self._run(self._claim, key, epoch, Attachment(token, prev_token, expires_at, int(bump)))
+        return await self._run(self._take_over, key, epoch)
+
+    async def claim(self, key: str, epoch: int, token: bytes, prev_token: bytes, expires_at: float | None) -> bool:
+        """Record a new attachment by the owner of ``epoch``: its resume tokens and expiry.
+
+        Returns ``False`` if another process took the session over.
+        """
+        ok: bool = await self._run(self._claim, key, epoch, (token, prev_token), expires_at)
         return ok
 
     async def delete(self, key: str, epoch: int) -> None:

@@ -11,11 +11,12 @@ trip.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._base import Attachment, SessionChange, SessionRecord, SessionStore
+from ._base import SessionChange, SessionRecord, SessionStore
 
 __all__ = ["RedisStore"]
 
@@ -39,11 +40,19 @@ end
 return 1
 """
 
-# KEYS: state, messages. ARGV: epoch, token, prev_token, expire_ms ('' = never), bump.
+# KEYS: state, messages. ARGV: epoch.
+_TAKE_OVER = """
+local e = redis.call('HGET', KEYS[1], 'epoch')
+if not e or tonumber(e) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'epoch', tonumber(e) + 1)
+return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+"""
+
+# KEYS: state, messages. ARGV: epoch, token, prev_token, expire_ms ('' = never).
 _CLAIM = """
 local e = redis.call('HGET', KEYS[1], 'epoch')
 if not e or tonumber(e) ~= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'epoch', tonumber(e) + tonumber(ARGV[5]), 'token', ARGV[2], 'prev', ARGV[3], 'exp', ARGV[4])
+redis.call('HSET', KEYS[1], 'token', ARGV[2], 'prev', ARGV[3], 'exp', ARGV[4])
 if ARGV[4] ~= '' then
   redis.call('PEXPIREAT', KEYS[1], ARGV[4])
   redis.call('PEXPIREAT', KEYS[2], ARGV[4])
@@ -113,6 +122,7 @@ class RedisStore(SessionStore):
         self._redis: Any = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._commit_script = self._redis.register_script(_COMMIT)
         self._claim_script = self._redis.register_script(_CLAIM)
+        self._take_over_script = self._redis.register_script(_TAKE_OVER)
         self._if_epoch_script = self._redis.register_script(_IF_EPOCH)
         self._load_script = self._redis.register_script(_LOAD)
 
@@ -123,7 +133,14 @@ class RedisStore(SessionStore):
         return [f"{self.prefix}s:{key}", f"{self.prefix}m:{key}"]
 
     def _load(self, key: str, now: float) -> SessionRecord | None:
-        state_list, msg_list = self._load_script(keys=self._keys(key))
+        return self._record(key, self._load_script(keys=self._keys(key)), now)
+
+    def _take_over(self, key: str, epoch: int) -> SessionRecord | None:
+        reply = self._take_over_script(keys=self._keys(key), args=[epoch])
+        return None if reply == 0 else self._record(key, reply, -math.inf)
+
+    def _record(self, key: str, reply: Any, now: float) -> SessionRecord | None:
+        state_list, msg_list = reply
         if not state_list:
             return None
         state = dict(zip(state_list[::2], state_list[1::2], strict=True))
@@ -175,8 +192,8 @@ class RedisStore(SessionStore):
             pipe.pexpireat(msg_key, round(r.expires_at * 1000))
         pipe.execute()
 
-    def _claim(self, key: str, epoch: int, new: Attachment) -> bool:
-        args: list[Any] = [epoch, new.token, new.prev_token, _ms(new.expires_at), new.bump]
+    def _claim(self, key: str, epoch: int, tokens: tuple[bytes, bytes], expires_at: float | None) -> bool:
+        args: list[Any] = [epoch, *tokens, _ms(expires_at)]
         return bool(self._claim_script(keys=self._keys(key), args=args))
 
     def _commit(self, changes: Sequence[tuple[str, int, SessionChange]]) -> list[bool]:

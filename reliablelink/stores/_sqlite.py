@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from ._base import Attachment, SessionChange, SessionRecord, SessionStore
+from ._base import SessionChange, SessionRecord, SessionStore
 
 __all__ = ["SQLiteStore"]
 
@@ -109,12 +110,18 @@ class SQLiteStore(SessionStore):
             )
             db.executemany("INSERT INTO messages VALUES (?, ?, ?)", [(r.key, s, p) for s, p in r.unacked])
 
-    def _claim(self, key: str, epoch: int, new: Attachment) -> bool:
+    def _take_over(self, key: str, epoch: int) -> SessionRecord | None:
+        with self._transaction() as db:
+            cur = db.execute("UPDATE sessions SET epoch = epoch + 1 WHERE key = ? AND epoch = ?", (key, epoch))
+            if cur.rowcount != 1:
+                return None
+            return self._load(key, -math.inf)
+
+    def _claim(self, key: str, epoch: int, tokens: tuple[bytes, bytes], expires_at: float | None) -> bool:
         with self._transaction() as db:
             cur = db.execute(
-                "UPDATE sessions SET epoch = epoch + ?, token = ?, prev_token = ?, expires_at = ? "
-                "WHERE key = ? AND epoch = ?",
-                (new.bump, new.token, new.prev_token, new.expires_at, key, epoch),
+                "UPDATE sessions SET token = ?, prev_token = ?, expires_at = ? WHERE key = ? AND epoch = ?",
+                (*tokens, expires_at, key, epoch),
             )
             return cur.rowcount == 1
 
