@@ -231,7 +231,7 @@ class SessionStore(abc.ABC):
             idle.set()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._closed and fn is not self._close:
+        if self._closed and fn != self._close:
             raise StoreError("the session store is closed")
         try:
             return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)

@@ -169,7 +169,9 @@ async def test_kill_9_client_and_server_with_sqlite(tmp_path: Path, seed: int) -
 
 
 @pytest.mark.parametrize("seed", [7])
-async def test_redis_nodes_behind_a_load_balancer(tmp_path: Path, seed: int, redis_server: str, redis_prefix: str) -> None:
+async def test_redis_nodes_behind_a_load_balancer(
+    tmp_path: Path, seed: int, redis_server: str, redis_prefix: str
+) -> None:
     """Three server processes share sessions in Redis; every reconnect lands on a random node,
     and nodes are killed with SIGKILL and restarted."""
     rng = random.Random(seed)
