@@ -163,7 +163,7 @@ def main() -> None:
 
     def cell(s: dict[str, Any], metric: str) -> str:
         value = s[metric]["median"]
-        return f"{value:,.0f} ({value / base[metric]['median']:.2f}×)"
+        return f"{value:,.0f} ({value / base[metric]['median']:.2f}x)"
 
     for kind, s in summary.items():
         lines.append(
