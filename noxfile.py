@@ -71,6 +71,7 @@ def fuzz(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against raw Trio (``nox -s bench -- --quick`` for a short run)."""
-    session.install("-e", ".")
-    session.run("python", "benchmarks/bench_throughput.py", *session.posargs)
+    """The benchmark suite: throughput and latency against raw Trio, recovery, scale, memory
+    (``nox -s bench -- --quick`` for a run under two minutes; results in benchmarks/results/)."""
+    session.install("-e", ".[bench]")
+    session.run("python", "benchmarks/run_all.py", *session.posargs)
