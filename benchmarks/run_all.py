@@ -135,6 +135,9 @@ def machine_markdown(info: dict[str, Any], config: dict[str, Any]) -> str:
         f"Load average (1/5/15 min) before each part: {loads}.\n"
         f"Mode: {'quick' if config['quick'] else 'full'}; started {info['started']}, took "
         f"{config['duration_s']:.0f} s. Command: `{config['command']}`.\n"
+        + "".join(
+            f"The {part} part is from the run started {when}.\n" for part, when in config.get("reused", {}).items()
+        )
     )
 
 
@@ -146,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", type=parse_parts, default=PARTS, help=f"comma-separated parts among {PARTS}")
     parser.add_argument("--max-wait", type=float, help="throughput: seconds to wait for an idle machine in all")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take the parts not in --only from the <part>.json files an earlier run left in --out",
+    )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
     args = parser.parse_args(argv)
     raise_nofile()
@@ -188,6 +196,21 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(text)
         if result["errors"]:
             status = 1
+    if args.reuse:
+        config["reused"] = {}
+        for part in PARTS:
+            path = out / f"{part}.json"
+            if part in args.only or not path.exists():
+                continue
+            earlier = json.loads(path.read_text())
+            document[part] = earlier
+            config["reused"][part] = earlier.get("machine", {}).get("started")
+            if part == "throughput":
+                text = (out / "throughput.md").read_text().split("\n", 2)[2]
+                sections.insert(PARTS.index(part), text.split("\nMachine:", 1)[0].rstrip() + "\n")
+            else:
+                module = {"recovery": bench_recovery, "scale": bench_scale, "memory": bench_memory}[part]
+                sections.insert(min(PARTS.index(part), len(sections)), module.markdown(earlier))
     config["duration_s"] = time.perf_counter() - began
     info["loadavg_after"] = loadavg()
     rows = targets(document)
