@@ -275,8 +275,7 @@ def run(*, quick: bool = False, sessions: tuple[int, ...] | None = None, repeats
         "note": f"--quick measures {', '.join(f'{n:,}' for n in sizes)} sessions only, {repeats} samples, "
         f"a {window:g} s heartbeat window"
         if quick
-        else f"{big_repeats} samples with {BIG:,} sessions (each takes one to two minutes on 2 cores), "
-        f"{repeats} with fewer",
+        else f"{big_repeats} samples with {BIG:,} sessions, {repeats} with fewer",
     }
     began = time.perf_counter()
     samples: list[dict[str, Any]] = []

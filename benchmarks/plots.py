@@ -123,13 +123,14 @@ def scale(result: dict[str, Any], path: Path) -> Path:
             ax.scatter([i] * len(values), values, alpha=0.7)
             if values:
                 ax.hlines(sorted(values)[len(values) // 2], i - 0.25, i + 0.25, color="black")
-        ax.set_xticks(range(len(ns)), [f"{n:,}" for n in ns])
+        beats = {s["sessions"]: s.get("heartbeat_s") for s in ok}
+        ax.set_xticks(range(len(ns)), [f"{n:,}\n(heartbeat {beats[n]:g} s)" if beats[n] else f"{n:,}" for n in ns])
         ax.set_xlim(-0.6, len(ns) - 0.4)
         ax.set_xlabel("idle sessions")
         ax.set_title(label, fontsize="medium")
         ax.set_ylim(bottom=0)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("Idle sessions on one server process (default heartbeat 3 s)")
+    fig.suptitle("Idle sessions on one server process")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
