@@ -49,7 +49,6 @@ class Direction:
     accepted: int = 0
     delivered: int = 0
     redelivered: int = 0
-    receiver_restarts: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -76,8 +75,6 @@ def check(log_lines: list[str], sender: str, receiver: str, count: int) -> Direc
             stored = int(fields["received"])
             if restarts_seen and stored > next_expected - 1:
                 d.errors.append(f"{receiver} restarted at {stored} but only {next_expected - 1} were delivered")
-            if restarts_seen:
-                d.receiver_restarts += int(fields["restored"]) and 1
             restarts_seen += 1
             d.redelivered += max(0, next_expected - 1 - stored)
             next_expected = stored + 1
