@@ -14,7 +14,8 @@ import contextlib
 import enum
 import itertools
 import math
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, final
 
@@ -37,6 +38,8 @@ _RECEIVE_SIZE = 256 * 1024
 # other tasks running while letting the writer batch many messages into one send_all.
 _PACE = 64
 _LINK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+# At most this many buffers per sendmsg() call (Linux's IOV_MAX is 1024).
+_IOV_MAX = 512
 
 
 class LinkState(enum.Enum):
@@ -93,21 +96,34 @@ class _Replaced(_LinkLost):
 class _Link:
     """Driver state of one attached connection."""
 
-    __slots__ = ("done", "reason", "scope", "stream", "timer_at", "timer_lot", "writer_lot")
+    __slots__ = ("done", "fd", "reason", "scope", "sock", "stream", "timer_at", "timer_scope", "writer_lot")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.scope = trio.CancelScope()
         self.writer_lot = trio.lowlevel.ParkingLot()
-        self.timer_lot = trio.lowlevel.ParkingLot()
         self.timer_at = math.inf
+        self.timer_scope: trio.CancelScope | None = None
         self.reason: BaseException | None = None
         self.done = trio.Event()
+        # A plain socket (TCP, Unix) can be written without a task switch (see
+        # Session._write_now) and with scatter/gather (see _send_buffers).
+        self.sock = stream.socket if type(stream) is trio.SocketStream else None
+        self.fd = self.sock.fileno() if self.sock is not None else -1
 
     def fail(self, reason: BaseException) -> None:
         if self.reason is None:
             self.reason = reason
         self.scope.cancel()
+
+    def wake_timer_by(self, deadline: float) -> None:
+        """Make the timer task wake no later than ``deadline``, by moving its sleep's
+        deadline (no task switch now)."""
+        if deadline < self.timer_at:
+            self.timer_at = deadline
+            scope = self.timer_scope
+            if scope is not None:
+                scope.deadline = deadline
 
 
 @final
@@ -250,23 +266,35 @@ class Session:
         payload = data if type(data) is bytes else bytes(data)
         core = self._core
         n = len(payload)
-        if n > core.params.max_message_size:
-            raise MessageTooLarge(n, core.params.max_message_size)
-        if not core.window_open(n) or self._closing or self._error is not None or core.peer_closed:
+        params = core.params
+        if n > params.max_message_size:
+            raise MessageTooLarge(n, params.max_message_size)
+        pace = self._pace
+        unacked = core.unacked
+        # The window test of core.window_open(), inlined: this is the per-message path.
+        if (
+            unacked and (len(unacked) >= params.max_inflight or core.unacked_bytes + n > params.max_inflight_bytes)
+        ) or (self._closing or core.send_closed):
             await self._wait_window(n)
-            self._pace = _PACE
-        elif self._pace <= 0:
+            self._pace = pace = _PACE
+        elif pace <= 0:
             self._pace = _PACE
             await trio.lowlevel.cancel_shielded_checkpoint()
         else:
-            self._pace -= 1
+            self._pace = pace - 1
         core.send(payload)
         if self._store is not None:
             await self._persist()
             return
         link = self._link
         if link is not None and link.writer_lot:
-            link.writer_lot.unpark()
+            if pace == _PACE and link.fd >= 0:
+                # First message since this task last waited (sparse traffic, a reply):
+                # write it now rather than wake the writer, which costs a pass of the
+                # scheduler. Steady streams still go through the writer, in batches.
+                self._write_now(link)
+            else:
+                link.writer_lot.unpark()
 
     async def send_many(self, messages: Iterable[bytes | bytearray | memoryview]) -> None:
         """Send several messages in order with one checkpoint for the batch.
@@ -277,28 +305,35 @@ class Session:
         await trio.lowlevel.checkpoint_if_cancelled()
         core = self._core
         limit = core.params.max_message_size
-        link = self._link
+        payloads = [data if type(data) is bytes else bytes(data) for data in messages]
+        too_large: MessageTooLarge | None = None
+        for i, payload in enumerate(payloads):
+            if len(payload) > limit:
+                # The messages before it are still sent, as documented.
+                too_large = MessageTooLarge(len(payload), limit)
+                del payloads[i:]
+                break
         waited = False
-        for data in messages:
-            payload = data if type(data) is bytes else bytes(data)
-            n = len(payload)
-            if n > limit:
-                raise MessageTooLarge(n, limit)
-            if not core.window_open(n) or self._closing or self._error is not None or core.peer_closed:
-                if self._store is not None:
-                    await self._persist()
-                self._kick_writer()
-                await self._wait_window(n)
-                waited = True
-                link = self._link
-            core.send(payload)
+        i = 0
+        end = len(payloads)
+        while True:
+            if not (self._closing or core.send_closed):
+                i = core.send_many(payloads, i)
+            if i == end:
+                break
+            if self._store is not None:
+                await self._persist()
+            self._kick_writer()
+            await self._wait_window(len(payloads[i]))
+            waited = True
         if self._store is not None:
             await self._persist()
-            return
-        if link is not None and link.writer_lot:
-            link.writer_lot.unpark()
-        if not waited:
-            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            self._kick_writer()
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+        if too_large is not None:
+            raise too_large
 
     async def receive(self) -> bytes:
         """Return the next message: in order, exactly once. Waits until one arrives.
@@ -339,10 +374,10 @@ class Session:
             self._mark_handled()
         if not core.inbox:
             await self._wait_inbox()
+            self._pace = _PACE
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
-        take = core.take
-        batch = [take() for _ in range(min(max_count, len(core.inbox)))]
+        batch = core.take_many(max_count)
         if core.has_data_to_send():
             self._kick_writer()
         return batch
@@ -410,8 +445,8 @@ class Session:
         soon = self._handled - self._saved_delivered >= core._ack_every
         self._commit_at = now if soon else now + core.ack_delay
         link = self._link
-        if link is not None and self._commit_at < link.timer_at and link.timer_lot:
-            link.timer_lot.unpark()
+        if link is not None:
+            link.wake_timer_by(self._commit_at)
 
     async def _persist(self, token: bytes | None = None) -> None:
         """Write to the store what it lacks; then let those messages go on the wire and
@@ -501,6 +536,27 @@ class Session:
     def _kick_writer(self) -> None:
         link = self._link
         if link is not None and link.writer_lot:
+            link.writer_lot.unpark()
+
+    def _write_now(self, link: _Link) -> None:
+        """Write what the core has queued from the calling task, without blocking, while
+        the writer task is idle (parked): one writer at a time, and in order. What the
+        socket does not take now is put back for the writer, which is woken for it."""
+        core = self._core
+        buffers = core.buffers_to_send(trio.current_time())
+        try:
+            sent = os.writev(link.fd, buffers[:_IOV_MAX]) if len(buffers) > 1 else os.write(link.fd, buffers[0])
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            # The writer finds the same error on its next write and ends the link.
+            core.unsend(list(buffers))
+            link.writer_lot.unpark()
+            link.fail(exc)
+            return
+        rest = _advance(buffers, sent)
+        if rest:
+            core.unsend(rest)
             link.writer_lot.unpark()
 
     def _wake_all(self) -> None:
@@ -625,8 +681,7 @@ class Session:
             self._send_lot.unpark_all()
         if core.has_data_to_send() and link.writer_lot:
             link.writer_lot.unpark()
-        if core.next_deadline() < link.timer_at and link.timer_lot:
-            link.timer_lot.unpark()
+        link.wake_timer_by(core.next_deadline())
         for event in events:
             if isinstance(event, PeerClosed):
                 # Receivers finish the inbox, then see the close; senders and drain see it
@@ -657,11 +712,17 @@ class Session:
         core = self._core
         stream = link.stream
         lot = link.writer_lot
+        sock = link.sock
         try:
             while link.reason is None:
-                data = core.data_to_send(trio.current_time())
-                if data:
-                    await stream.send_all(data)
+                buffers = core.buffers_to_send(trio.current_time())
+                if len(buffers) == 1:
+                    await stream.send_all(buffers[0])
+                elif buffers:
+                    if sock is not None:
+                        await _send_buffers(sock, buffers)
+                    else:
+                        await stream.send_all(b"".join(buffers))
                 elif core.finished:
                     # CLOSE exchanged and flushed: this connection has nothing more to do.
                     link.fail(_LinkLost("session closed"))
@@ -673,12 +734,16 @@ class Session:
 
     async def _timer(self, link: _Link) -> None:
         core = self._core
-        lot = link.timer_lot
+        # Nothing ever unparks this lot: the timer sleeps until its scope's deadline, which
+        # link.wake_timer_by() moves earlier when something becomes due sooner.
+        lot = trio.lowlevel.ParkingLot()
         while link.reason is None:
             deadline = min(core.next_deadline(), self._commit_at)
             link.timer_at = deadline
-            with trio.move_on_at(deadline):
+            with trio.CancelScope(deadline=deadline) as scope:
+                link.timer_scope = scope
                 await lot.park()
+            link.timer_scope = None
             link.timer_at = math.inf
             now = trio.current_time()
             if now >= self._commit_at:
@@ -697,6 +762,25 @@ class Session:
     @property
     def _state(self) -> SessionState:
         return self._core.state
+
+
+def _advance(buffers: Sequence[bytes | bytearray | memoryview], sent: int) -> list[bytes | bytearray | memoryview]:
+    """What is left of ``buffers`` once their first ``sent`` bytes were written."""
+    for i, buf in enumerate(buffers):
+        n = len(buf)
+        if sent < n:
+            return [memoryview(buf)[sent:], *buffers[i + 1 :]]
+        sent -= n
+    return []
+
+
+async def _send_buffers(sock: trio.socket.SocketType, buffers: list[bytes | bytearray]) -> None:
+    """Write ``buffers`` in order with scatter/gather ``sendmsg`` (a plain socket stream only:
+    large payloads go to the kernel without being copied into one buffer first)."""
+    rest: list[bytes | bytearray | memoryview] = list(buffers)
+    while rest:
+        sent = await sock.sendmsg(rest[:_IOV_MAX])
+        rest = _advance(rest, sent)
 
 
 def _fresh(error: ReliableLinkError) -> ReliableLinkError:

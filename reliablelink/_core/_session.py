@@ -42,7 +42,7 @@ from ._frames import (
 from ._params import LinkParams
 from ._state import FINAL_STATES, SessionState, Transition, next_state
 
-__all__ = ["CoreStats", "LinkDead", "PeerClosed", "PeerError", "SessionCore"]
+__all__ = ["LARGE_PAYLOAD", "CoreStats", "LinkDead", "PeerClosed", "PeerError", "SessionCore"]
 
 _DATA = FrameType.DATA
 _ACK = FrameType.ACK
@@ -51,6 +51,11 @@ _PONG = FrameType.PONG
 _CLOSE = FrameType.CLOSE
 _ERROR = FrameType.ERROR
 _INF = math.inf
+
+#: Payloads at least this large are not copied into the output buffer: they are handed to
+#: the writer as buffers of their own (see :meth:`SessionCore.buffers_to_send`), so a large
+#: message is copied once, by the kernel, as with a plain ``send_all``.
+LARGE_PAYLOAD = 16 * 1024
 
 
 @dataclass(slots=True)
@@ -137,9 +142,16 @@ class SessionCore:
         # Close handshake.
         self.close_sent = False
         self.peer_closed = False
-        # The attached connection; reset by attach().
+        # close_sent or a final state: checked by every send, so kept as one boolean.
+        self.send_closed = False
+        # The attached connection; reset by attach(). Outgoing bytes are ``_chunks`` (whole
+        # buffers: coalesced frames and large payloads, in order) followed by ``_out``.
+        self._chunks: list[bytes | bytearray] = []
         self._out = bytearray()
-        self._buf = bytearray()
+        # A frame that the reads so far hold only part of: its pieces (not yet copied),
+        # how many bytes they hold, and the frame's whole size (HEADER_SIZE until known).
+        self._parts: list[bytes | memoryview] = []
+        self._have = 0
         self._need = 0
         self._pong_queued = False
         self._conn_seq = 0
@@ -166,7 +178,8 @@ class SessionCore:
         return self.state in FINAL_STATES
 
     def _go(self, transition: Transition) -> None:
-        self.state = next_state(self.state, transition)
+        self.state = state = next_state(self.state, transition)
+        self.send_closed = self.close_sent or state in FINAL_STATES
 
     def _set_limits(self, params: LinkParams) -> None:
         self.params = params
@@ -221,9 +234,10 @@ class SessionCore:
         self._go(Transition.ATTACH)
         self._set_limits(params)
         self._frame_limit = params.max_message_size + DATA_BODY_OVERHEAD
+        self._chunks = []
         self._out = bytearray()
-        self._buf = bytearray()
-        self._need = 0
+        self._parts = []
+        self._have = self._need = 0
         self._pong_queued = False
         self._conn_seq = 0
         self.last_recv = now
@@ -233,31 +247,30 @@ class SessionCore:
         self._ack_due = now + self.ack_delay if self.inbox else _INF
         self.stats.attaches += 1
         # State our ACK first, then resend in order everything the peer does not hold.
-        out = self._out
         ack = self._ack_pos()
-        out += U64_FRAME.pack(9, _ACK, ack)
+        self._out += U64_FRAME.pack(9, _ACK, ack)
         self.ack_sent = ack
         self._ack_sent_bytes = self._delivered_bytes
-        pack = DATA_HEADER.pack
         resent = 0
         released = self.released
         for seq, payload in self.unacked:
             if seq > released:
                 break
             if seq > peer_last_received:
-                out += pack(len(payload) + DATA_BODY_OVERHEAD, _DATA, seq, ack)
-                out += payload
+                self._put_data(seq, ack, payload)
                 resent += 1
         self.stats.resent += resent
         if self.close_sent:
-            out += U64_FRAME.pack(9, _CLOSE, ack)
+            self._out += U64_FRAME.pack(9, _CLOSE, ack)
 
     def detach(self) -> None:
         """The connection is gone. Buffers of that connection are dropped; nothing else is."""
         if not self._frame_limit:
             return
+        self._chunks = []
         self._out = bytearray()
-        self._buf = bytearray()
+        self._parts = []
+        self._have = self._need = 0
         self._frame_limit = 0
         self._ack_due = _INF
         if self.state not in FINAL_STATES:
@@ -282,7 +295,7 @@ class SessionCore:
         The caller checks :meth:`window_open` and the size limit first. From here on the
         message is held until the peer acknowledges it, across any number of connections.
         """
-        if self.close_sent or self.state in FINAL_STATES:
+        if self.send_closed:
             raise SessionClosed("the session is closing or closed; no more messages can be sent")
         seq = self.next_seq
         self.next_seq = seq + 1
@@ -294,12 +307,79 @@ class SessionCore:
             return seq  # goes on the wire once the store holds it (release)
         self.released = seq
         if self._frame_limit:
+            ack = self.delivered
             out = self._out
-            out += DATA_HEADER.pack(n + DATA_BODY_OVERHEAD, _DATA, seq, self.delivered)
-            out += payload
-            self.ack_sent = self.delivered
+            out += DATA_HEADER.pack(n + DATA_BODY_OVERHEAD, _DATA, seq, ack)
+            if n < LARGE_PAYLOAD:
+                out += payload
+            else:
+                self._chunks += (out, payload)
+                self._out = bytearray()
+            self.ack_sent = ack
             self._ack_sent_bytes = self._delivered_bytes
         return seq
+
+    def send_many(self, payloads: list[bytes], start: int = 0) -> int:
+        """Accept ``payloads[start:]`` in order while the window stays open.
+
+        Returns the index after the last message accepted (``len(payloads)`` when all were).
+        Like :meth:`send` for each message, with one window check and one buffer per batch;
+        the caller checks the sizes first.
+        """
+        if self.send_closed:
+            raise SessionClosed("the session is closing or closed; no more messages can be sent")
+        unacked = self.unacked
+        params = self.params
+        max_count = params.max_inflight
+        max_bytes = params.max_inflight_bytes
+        count = len(unacked)
+        nbytes = self.unacked_bytes
+        seq = self.next_seq
+        wire = self._frame_limit and not self.durable
+        ack = self.delivered
+        out = self._out
+        pack = DATA_HEADER.pack
+        i = start
+        end = len(payloads)
+        while i < end:
+            payload = payloads[i]
+            n = len(payload)
+            if count and (count >= max_count or nbytes + n > max_bytes):
+                break
+            unacked.append((seq, payload))
+            if wire:
+                out += pack(n + DATA_BODY_OVERHEAD, _DATA, seq, ack)
+                if n < LARGE_PAYLOAD:
+                    out += payload
+                else:
+                    self._chunks += (out, payload)
+                    self._out = out = bytearray()
+            count += 1
+            nbytes += n
+            seq += 1
+            i += 1
+        accepted = seq - self.next_seq
+        if accepted:
+            self.next_seq = seq
+            self.unacked_bytes = nbytes
+            self.stats.sent += accepted
+            if not self.durable:
+                self.released = seq - 1
+                if wire:
+                    self.ack_sent = ack
+                    self._ack_sent_bytes = self._delivered_bytes
+        return i
+
+    def _put_data(self, seq: int, ack: int, payload: bytes) -> None:
+        """Queue one DATA frame (replay and release; :meth:`send` inlines the same)."""
+        n = len(payload)
+        out = self._out
+        out += DATA_HEADER.pack(n + DATA_BODY_OVERHEAD, _DATA, seq, ack)
+        if n < LARGE_PAYLOAD:
+            out += payload
+        else:
+            self._chunks += (out, payload)
+            self._out = bytearray()
 
     def durable_done(self, released: int, delivered: int) -> None:
         """The store now holds every message up to ``released`` and the delivery position
@@ -310,35 +390,51 @@ class SessionCore:
             start = self.released
             self.released = min(released, self.next_seq - 1)
             if self._frame_limit and self.unacked:
-                out = self._out
                 ack = self.committed
-                pack = DATA_HEADER.pack
                 first = start + 1 - self.unacked[0][0]
                 for seq, payload in itertools.islice(self.unacked, max(0, first), None):
                     if seq > self.released:
                         break
-                    out += pack(len(payload) + DATA_BODY_OVERHEAD, _DATA, seq, ack)
-                    out += payload
+                    self._put_data(seq, ack, payload)
                 self.ack_sent = ack
         if self._frame_limit and self.committed != self.ack_sent:
             self._queue_ack()
 
-    def data_to_send(self, now: float) -> bytearray:
-        """Take the bytes to write (empty when there is nothing)."""
+    def data_to_send(self, now: float) -> bytes | bytearray:
+        """Take the bytes to write, as one buffer (empty when there is nothing)."""
+        buffers = self.buffers_to_send(now)
+        if len(buffers) == 1:
+            return buffers[0]
+        return b"".join(buffers)
+
+    def buffers_to_send(self, now: float) -> list[bytes | bytearray]:
+        """Take the bytes to write as a list of buffers, to be written in order (for a
+        scatter/gather write: large payloads are not copied). Empty when there is nothing."""
+        buffers = self._chunks
         out = self._out
         if out:
+            buffers.append(out)
             self._out = bytearray()
-            self.last_send = now
-            self._pong_queued = False
-        return out
+        elif not buffers:
+            return buffers
+        self._chunks = []
+        self.last_send = now
+        self._pong_queued = False
+        return buffers
+
+    def unsend(self, buffers: list[bytes | bytearray | memoryview]) -> None:
+        """Put back, in front of anything queued since, the part of :meth:`buffers_to_send`'s
+        buffers that a partial write left unwritten."""
+        if self._frame_limit:
+            self._chunks[:0] = [bytes(b) if isinstance(b, memoryview) else b for b in buffers if len(b)]
 
     def has_data_to_send(self) -> bool:
         """Whether :meth:`data_to_send` would return bytes."""
-        return bool(self._out)
+        return bool(self._out) or bool(self._chunks)
 
     def close(self) -> None:
         """Send CLOSE (now if attached, else on the next attach). Idempotent."""
-        if self.close_sent or self.state in FINAL_STATES:
+        if self.send_closed:
             return
         self.close_sent = True
         self._go(Transition.SEND_CLOSE)
@@ -357,6 +453,30 @@ class SessionCore:
             self._go(transition)
 
     # -- receiving ---------------------------------------------------------------------
+
+    def take_many(self, max_count: int) -> list[bytes]:
+        """Hand up to ``max_count`` received messages to the application (as :meth:`take`)."""
+        inbox = self.inbox
+        if max_count >= len(inbox):
+            batch = list(inbox)
+            inbox.clear()
+        else:
+            popleft = inbox.popleft
+            batch = [popleft() for _ in range(max_count)]
+        n = sum(map(len, batch))
+        self.inbox_bytes -= n
+        self.delivered += len(batch)
+        self._delivered_bytes += n
+        if (
+            self._frame_limit
+            and not self.durable
+            and (
+                self.delivered - self.ack_sent >= self._ack_every
+                or self._delivered_bytes - self._ack_sent_bytes >= self._ack_every_bytes
+            )
+        ):
+            self._queue_ack()
+        return batch
 
     def take(self) -> bytes:
         """Hand the next received message to the application (the caller checks ``inbox``)."""
@@ -397,61 +517,85 @@ class SessionCore:
         self.last_recv = now
         events: list[Event] = []
         pos = 0
-        if self._buf:
+        if self._need:
             # Complete the pending frame with just the bytes it lacks, then parse the rest
-            # of this read in place: each byte is copied once, however frames and reads align.
+            # of this read in place.
             pos = self._complete_pending(data, now, events)
             if pos < 0:
                 return events
         end = len(data)
         pos = self._parse(data, pos, now, events)
         if pos < end:
-            rest = memoryview(data)[pos:]
-            self._buf += rest
-            self._need = (HEADER.unpack_from(rest)[0] + 4) if len(rest) >= HEADER_SIZE else HEADER_SIZE
+            # Keep the start of the next frame; a large one by reference, not copied.
+            rest = data[pos:] if end - pos < LARGE_PAYLOAD else memoryview(data)[pos:]
+            self._parts = [rest]
+            self._have = have = end - pos
+            self._need = (HEADER.unpack_from(rest)[0] + 4) if have >= HEADER_SIZE else HEADER_SIZE
         return events
 
     def _complete_pending(self, data: bytes, now: float, events: list[Event]) -> int:
-        """Move bytes of ``data`` into the pending frame; parse it once whole.
+        """Add the bytes of ``data`` that the pending frame lacks; parse it once whole.
 
         Returns how many bytes of ``data`` were used, or -1 if all of it was and the frame is
-        still incomplete.
+        still incomplete. The pieces are joined once, when the frame is whole: a large
+        message's payload is copied once from the reads that carried it.
         """
-        buf = self._buf
+        parts = self._parts
         used = 0
-        view = memoryview(data)
+        size = len(data)
         while True:
-            missing = self._need - len(buf)
-            if len(data) - used < missing:
-                buf += view[used:]
+            missing = self._need - self._have
+            if size - used < missing:
+                parts.append(data if not used else memoryview(data)[used:])
+                self._have += size - used
                 return -1
-            buf += view[used : used + missing]
+            parts.append(data if not used and missing == size else memoryview(data)[used : used + missing])
             used += missing
-            if len(buf) == HEADER_SIZE:
+            self._have += missing
+            if self._need == HEADER_SIZE:
                 # The header just completed: now the frame's own length is known (and checked
                 # before a byte of its body is kept).
-                length = HEADER.unpack_from(buf)[0]
+                head = b"".join(parts)
+                parts[:] = [head]
+                length = HEADER.unpack_from(head)[0]
                 if length > self._frame_limit or length == 0:
-                    self._parse(bytes(buf), 0, now, events)  # raises the ProtocolError
+                    self._parse(head, 0, now, events)  # raises the ProtocolError
                 self._need = 4 + length
                 if self._need > HEADER_SIZE:
                     continue
             break
-        frame = bytes(buf)
-        self._buf = bytearray()
-        self._need = 0
-        self._parse(frame, 0, now, events)
+        self._parts = []
+        first = parts[0]
+        large = self._need - DATA_HEADER_SIZE >= LARGE_PAYLOAD
+        self._have = self._need = 0
+        if large and len(first) >= DATA_HEADER_SIZE and first[4] == _DATA:
+            parts[0] = first[DATA_HEADER_SIZE:]
+            self._parse(bytes(first[:DATA_HEADER_SIZE]), 0, now, events, b"".join(parts))
+        else:
+            self._parse(b"".join(parts), 0, now, events)
         return used
 
-    def _parse(self, view: bytes, pos: int, now: float, events: list[Event]) -> int:  # noqa: C901, PLR0912, PLR0915
-        """Parse complete frames of ``view`` from ``pos``; return where the first incomplete one starts."""
-        end = len(view)
+    def _parse(  # noqa: C901, PLR0912, PLR0915
+        self, view: bytes, pos: int, now: float, events: list[Event], body: bytes | None = None
+    ) -> int:
+        """Parse complete frames of ``view`` from ``pos``; return where the first incomplete one starts.
+
+        With ``body``, ``view`` is one DATA frame's header and ``body`` its payload (a large
+        message joined from several reads).
+        """
+        end = len(view) if body is None else len(view) + len(body)
         limit = self._frame_limit
         inbox = self.inbox
         received = self.received
         try:
             while end - pos >= HEADER_SIZE:
-                length, ftype = HEADER.unpack_from(view, pos)
+                # One unpack for the whole DATA header (most frames are DATA); any other
+                # frame, or the last few bytes, get the five-byte header only.
+                if end - pos >= DATA_HEADER_SIZE:
+                    length, ftype, seq, ack = DATA_HEADER.unpack_from(view, pos)
+                else:
+                    length, ftype = HEADER.unpack_from(view, pos)
+                    seq = ack = 0
                 if length > limit or length == 0:
                     check_length(length, limit)
                 stop = pos + 4 + length
@@ -460,7 +604,6 @@ class SessionCore:
                 if ftype == _DATA:
                     if length < DATA_BODY_OVERHEAD:
                         raise ProtocolError(f"DATA frame too short ({length} bytes)")
-                    _, _, seq, ack = DATA_HEADER.unpack_from(view, pos)
                     if seq <= self._conn_seq:
                         raise ProtocolError(f"sequence number went backwards ({seq} after {self._conn_seq})")
                     self._conn_seq = seq
@@ -469,7 +612,7 @@ class SessionCore:
                     if seq == received + 1:
                         if self.peer_closed:
                             raise ProtocolError("DATA after CLOSE")
-                        inbox.append(view[pos + DATA_HEADER_SIZE : stop])
+                        inbox.append(view[pos + DATA_HEADER_SIZE : stop] if body is None else body)
                         received = seq
                         self.inbox_bytes += length - DATA_BODY_OVERHEAD
                         if len(inbox) > self.params.max_inflight or (

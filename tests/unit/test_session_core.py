@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from reliablelink import ProtocolError, SessionClosed
 from reliablelink._core import LinkDead, LinkParams, PeerClosed, SessionCore, SessionState
 from reliablelink._core._frames import DATA_HEADER, HEADER, U64_FRAME, FrameType, encode_frame
+from reliablelink._core._session import LARGE_PAYLOAD
 from reliablelink._core._state import TRANSITIONS, Transition, next_state
 from tests.corepair import attached_pair, drain_inbox, pump, reattach
 
@@ -310,4 +311,48 @@ def test_session_parser_is_independent_of_read_boundaries(sizes: list[int], cuts
     else:
         b.receive_data(wire[pos:], 0.0)
     assert drain_inbox(b) == sent
-    assert not b._buf, "nothing left pending once every frame is complete"
+    assert not b._parts and not b._need, "nothing left pending once every frame is complete"
+
+
+@given(
+    sizes=st.lists(st.sampled_from([0, 1, 100, LARGE_PAYLOAD - 1, LARGE_PAYLOAD, 40_000]), min_size=1, max_size=12),
+    cuts=st.lists(st.integers(1, 70_000), max_size=20),
+    written=st.integers(0, 200_000),
+)
+@settings(max_examples=100, deadline=None)
+def test_large_payloads_go_out_uncopied_and_arrive_whole(sizes: list[int], cuts: list[int], written: int) -> None:
+    """Large payloads are separate output buffers (scatter/gather) and are joined once on the
+    receiving side, whatever the read boundaries; a partial write put back with unsend()
+    goes out first, in order."""
+    a, b = attached_pair()
+    sent = [bytes([i % 256]) * n for i, n in enumerate(sizes)]
+    for payload in sent[: len(sent) // 2]:
+        a.send(payload)
+    a.send_many(sent[len(sent) // 2 :])
+    buffers = a.buffers_to_send(0)
+    assert any(buf is payload for buf in buffers for payload in sent if len(payload) >= LARGE_PAYLOAD) == any(
+        len(p) >= LARGE_PAYLOAD for p in sent
+    ), "a large payload is handed to the writer as is"
+    stream = b"".join(buffers)
+    # A partial write: the rest goes back in front of anything queued later (a PING and
+    # one more large message here).
+    written = min(written, len(stream))
+    rest = [memoryview(stream)[written:]]
+    a.handle_timer(a.params.heartbeat_interval)
+    sent.append(b"z" * LARGE_PAYLOAD)
+    a.send(sent[-1])
+    a.unsend(rest)
+    wire = stream[:written] + b"".join(a.buffers_to_send(0))
+    assert wire[: len(stream)] == stream, "the unwritten bytes go out before what was queued after them"
+    pos = 0
+    for cut in [*cuts, len(wire)]:
+        b.receive_data(wire[pos : pos + cut], 0.0)
+        pos += cut
+        if pos >= len(wire):
+            break
+    else:
+        b.receive_data(wire[pos:], 0.0)
+    received = drain_inbox(b)
+    assert received == sent
+    assert all(type(m) is bytes for m in received), "receive() hands out bytes"
+    assert not b._parts and not b._need
