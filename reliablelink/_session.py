@@ -96,7 +96,20 @@ class _Replaced(_LinkLost):
 class _Link:
     """Driver state of one attached connection."""
 
-    __slots__ = ("done", "fd", "reason", "scope", "sock", "stream", "timer_at", "timer_scope", "writer_lot")
+    __slots__ = (
+        "direct",
+        "done",
+        "fd",
+        "read_scope",
+        "reader_lot",
+        "reason",
+        "scope",
+        "sock",
+        "stream",
+        "timer_at",
+        "timer_scope",
+        "writer_lot",
+    )
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
@@ -110,6 +123,12 @@ class _Link:
         # Session._write_now) and with scatter/gather (see _send_buffers).
         self.sock = stream.socket if type(stream) is trio.SocketStream else None
         self.fd = self.sock.fileno() if self.sock is not None else -1
+        # On a plain socket, a receive() call that has to wait reads the socket itself
+        # (``direct``) while the reader task steps aside: the message then reaches the
+        # application without a task switch (see Session._read_directly).
+        self.direct = False
+        self.read_scope: trio.CancelScope | None = None
+        self.reader_lot = trio.lowlevel.ParkingLot()
 
     def fail(self, reason: BaseException) -> None:
         if self.reason is None:
@@ -531,7 +550,45 @@ class Session:
                 raise _fresh(self._error)
             if core.peer_closed:
                 raise SessionClosed("the peer closed the session")
-            await self._recv_lot.park()
+            link = self._link
+            if link is not None and link.fd >= 0 and not link.direct and link.reason is None:
+                await self._read_directly(link)
+            else:
+                await self._recv_lot.park()
+
+    async def _read_directly(self, link: _Link) -> None:
+        """Read the socket from this receive() call until a message is in, instead of
+        waiting for the reader task to read it and wake us: that wake-up is a pass of the
+        scheduler on every message of a request/response exchange.
+
+        Only one task waits on the socket at a time: the reader task's wait is cancelled
+        here (Trio aborts it at once, with nothing read) and it waits in ``reader_lot``
+        until this call hands the socket back. Each read is fed to the core before the next
+        await, so bytes are parsed in order whoever reads them.
+        """
+        core = self._core
+        link.direct = True
+        scope = link.read_scope
+        if scope is not None:
+            scope.cancel()
+        fd = link.fd
+        try:
+            while not core.inbox and link.reason is None and self._error is None:
+                try:
+                    data = os.read(fd, _RECEIVE_SIZE)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(fd)
+                    continue
+                if not data:
+                    link.fail(_LinkLost("peer closed the connection"))
+                    return
+                self._feed(link, data)
+        except _LINK_ERRORS as exc:
+            link.fail(exc)
+        finally:
+            link.direct = False
+            if link.reader_lot:
+                link.reader_lot.unpark()
 
     def _kick_writer(self) -> None:
         link = self._link
@@ -699,6 +756,9 @@ class Session:
     async def _reader(self, link: _Link) -> None:
         stream = link.stream
         try:
+            if link.fd >= 0:
+                await self._socket_reader(link)
+                return
             while link.reason is None:
                 data = await stream.receive_some(_RECEIVE_SIZE)
                 if not data:
@@ -707,6 +767,30 @@ class Session:
                 self._feed(link, data if type(data) is bytes else bytes(data))
         except _LINK_ERRORS as exc:
             link.fail(exc)
+
+    async def _socket_reader(self, link: _Link) -> None:
+        """The reader on a plain socket: like ``receive_some``, with every await at a point
+        where a receive() call may take the socket over (see :meth:`_read_directly`)."""
+        fd = link.fd
+        lot = link.reader_lot
+        while link.reason is None:
+            if link.direct:
+                await lot.park()
+                continue
+            try:
+                data = os.read(fd, _RECEIVE_SIZE)
+            except BlockingIOError:
+                link.read_scope = scope = trio.CancelScope()
+                with scope:
+                    await trio.lowlevel.wait_readable(fd)
+                link.read_scope = None
+                continue
+            if not data:
+                link.fail(_LinkLost("peer closed the connection"))
+                return
+            self._feed(link, data)
+            # As receive_some would: a steady stream must not starve the other tasks.
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _writer(self, link: _Link) -> None:
         core = self._core
