@@ -322,16 +322,22 @@ class Server:
 
     async def _supervise(self, session: Session) -> None:
         """Run the handler once for the session, expire it when detached too long, close it."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._expire_when_idle, session)
-            try:
-                await self._handler(session)
-            except ReliableLinkError as exc:
-                log.debug("handler of session %s ended: %r", session.session_id, exc)
-            except Exception:
-                log.exception("handler of session %s (client %r) raised", session.session_id, session.client_id)
-            await session.aclose()
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._expire_when_idle, session)
+                try:
+                    await self._handler(session)
+                except ReliableLinkError as exc:
+                    log.debug("handler of session %s ended: %r", session.session_id, exc)
+                except Exception:
+                    log.exception("handler of session %s (client %r) raised", session.session_id, session.client_id)
+                await session.aclose()
+                nursery.cancel_scope.cancel()
+        finally:
+            # Shut down (serve() cancelled) with the session still open: it stays in the
+            # store for a restart, so store how far the handler got, or what it had handled
+            # would be delivered again.
+            await session._save_abandoned()
         self._forget(session)
 
     async def _expire_when_idle(self, session: Session) -> None:

@@ -362,10 +362,12 @@ class Session:
                 message that arrived before the close has been received.
             SessionExpired: the server forgot the session.
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
         core = self._core
         if self._store is not None:
+            # Calling receive() again says the application is done with what it had, even
+            # if this call is cancelled at once.
             self._mark_handled()
+        await trio.lowlevel.checkpoint_if_cancelled()
         if not core.inbox:
             await self._wait_inbox()
             self._pace = _PACE
@@ -387,10 +389,10 @@ class Session:
         """
         if max_count < 1:
             raise ValueError(f"max_count must be at least 1, got {max_count}")
-        await trio.lowlevel.checkpoint_if_cancelled()
         core = self._core
         if self._store is not None:
             self._mark_handled()
+        await trio.lowlevel.checkpoint_if_cancelled()
         if not core.inbox:
             await self._wait_inbox()
             self._pace = _PACE
@@ -505,6 +507,15 @@ class Session:
             raise _fresh(self._error)
         core.durable_done(upto, handled)
         self._kick_writer()
+
+    async def _save_abandoned(self) -> None:
+        """Store everything the store lacks (the delivery position above all) of a session
+        left open at shutdown, so that a restart resumes exactly where it stopped. Shielded;
+        a store failure is not raised here (the session is being abandoned anyway)."""
+        if self._store is None or self._error is not None:
+            return
+        with trio.CancelScope(shield=True), contextlib.suppress(ReliableLinkError):
+            await self._persist()
 
     @property
     def _keep_stored(self) -> bool:

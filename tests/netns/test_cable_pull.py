@@ -291,12 +291,5 @@ async def test_cable_pulled_across_a_server_restart(cable: Cable, tmp_path: Path
     assert listening < restored, "the new server must be up before the cable comes back"
     assert restored - pulled > OPTIONS["dead_after"], "the cable must stay out longer than dead_after"
     assert detected - pulled <= 1.5 + 0.5 + 1.0, "detected within dead_after plus a heartbeat (plus scheduling slack)"
-    if stop == "sigterm" and skipped:
-        # Known library bug (reported, not fixed here): the delivery position of a handled
-        # message is committed up to ack_delay later by the link's timer, and a graceful
-        # shutdown (serve() cancelled) does not flush it, so the restarted server delivers
-        # that message again. Every other check above passed; once the bug is fixed this
-        # branch is never taken. To make the case fail instead, replace it with the assert.
-        pytest.xfail(f"graceful restart redelivered {len(skipped)} handled message(s) (delivery position not flushed)")
     if stop == "sigterm":
         assert not skipped, f"a graceful restart must repeat nothing, but {len(skipped)} were redelivered:\n{log}"
