@@ -6,6 +6,11 @@ to N: ``max_connections_per_address``, ``max_pending_handshakes``,
 ``reliablelink.connect``, at most ``CONCURRENCY`` handshakes at a time. Both raise
 ``RLIMIT_NOFILE`` to the hard limit. Default link settings (heartbeat 3 s, dead_after 9 s).
 
+The server runs with Python's default garbage-collector thresholds, or (the ``gc`` cases)
+with the tuning docs/deployment.md recommends for thousands of sessions
+(``gc.set_threshold(*TUNED_GC)``). The client process always runs tuned: it stands in for
+N separate agents, and its collector must not take the cores the server is measured on.
+
 For each sample, fresh processes:
 
 1. The server starts and settles; its RSS is read (``rss_before``).
@@ -16,18 +21,19 @@ For each sample, fresh processes:
 4. *heartbeat CPU*: the server's (and the client's) CPU seconds per wall second while the
    N sessions sit idle for ``window`` seconds (only heartbeats and their replies flow).
 
-N = 1,000 and 10,000 (``--quick``: 1,000 only, fewer samples and a shorter window), the
-samples of the two Ns interleaved.
+Cases: 1,000 and 10,000 sessions with the default collector, and 10,000 tuned
+(``--quick``: 1,000 only, fewer samples and a shorter window), the samples interleaved.
 
 Usage::
 
-    python benchmarks/bench_scale.py [--quick] [--sessions 1000,10000] [--repeats N]
+    python benchmarks/bench_scale.py [--quick] [--cases 1000,10000,10000gc] [--repeats N]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import json
 import statistics
 import sys
@@ -56,19 +62,21 @@ from bench_common import (
 
 import reliablelink
 
-FULL_SESSIONS: Final = (1_000, 10_000)
-QUICK_SESSIONS: Final = (1_000,)
+#: A case: (sessions, whether the server's garbage collector is tuned).
+Case = tuple[int, bool]
+FULL_CASES: Final[tuple[Case, ...]] = ((1_000, False), (10_000, False), (10_000, True))
+QUICK_CASES: Final[tuple[Case, ...]] = ((1_000, False),)
 FULL_REPEATS: Final = 5
-#: Samples with BIG sessions or more at most: each takes one to two minutes on 2 cores.
+#: Samples with BIG sessions or more at most: each takes about a minute on 2 cores.
 BIG_REPEATS: Final = 3
 BIG: Final = 10_000
-#: Heartbeat of the samples with BIG sessions or more. At the default 3 s, 10,000 idle
-#: sessions' heartbeats take about a full core in the server and another in the client (all
-#: the client's sessions live in one process on the same 2 cores), and opening the last
-#: thousand sessions took minutes; with 30 s the heartbeats stay out of the way of RSS and
-#: handshake rate. The heartbeat CPU at the default is measured with fewer sessions.
-BIG_HEARTBEAT: Final = 30.0
 DEFAULT_HEARTBEAT: Final = 3.0
+#: gc.set_threshold() for many sessions (docs/deployment.md). Python's default first
+#: threshold (700 net allocations) makes the young collections run so often that the
+#: objects of every waiting heartbeat are caught alive and promoted; the full collections
+#: that follow walk ~150 objects per session. With 10,000 idle sessions at the default
+#: heartbeat they took about half the server's CPU.
+TUNED_GC: Final = (100_000, 50, 10)
 QUICK_REPEATS: Final = 2
 FULL_WINDOW: Final = 12.0
 QUICK_WINDOW: Final = 6.0
@@ -82,12 +90,29 @@ TARGET_BYTES: Final = 1024**3
 # -- server process ------------------------------------------------------------------------
 
 
-def heartbeat_for(n: int) -> float:
-    return BIG_HEARTBEAT if n >= BIG else DEFAULT_HEARTBEAT
+def case_key(case: Case) -> str:
+    n, tuned = case
+    return f"{n}gc" if tuned else str(n)
 
 
-def server_main(conn: Connection, n: int) -> dict[str, Any]:
+def case_label(case: Case) -> str:
+    n, tuned = case
+    return f"{n:,}, gc tuned" if tuned else f"{n:,}"
+
+
+def parse_cases(text: str) -> tuple[Case, ...]:
+    cases = []
+    for raw in text.replace("_", "").split(","):
+        item = raw.strip().lower()
+        if item:
+            cases.append((int(item.removesuffix("gc")), item.endswith("gc")))
+    return tuple(cases)
+
+
+def server_main(conn: Connection, n: int, tuned_gc: bool) -> dict[str, Any]:
     nofile = raise_nofile()
+    if tuned_gc:
+        gc.set_threshold(*TUNED_GC)
     return trio.run(_server, conn, n, nofile)
 
 
@@ -112,8 +137,8 @@ async def _server(conn: Connection, n: int, nofile: tuple[int, int]) -> dict[str
                 max_pending_handshakes=room,
                 max_sessions_per_client=room,
                 max_sessions=max(100_000, room),
-                heartbeat_interval=heartbeat_for(n),
-                dead_after=3 * heartbeat_for(n),
+                heartbeat_interval=DEFAULT_HEARTBEAT,
+                dead_after=3 * DEFAULT_HEARTBEAT,
             )
         )
         conn.send(("address", server.url))
@@ -128,6 +153,7 @@ async def _server(conn: Connection, n: int, nofile: tuple[int, int]) -> dict[str
 
 def client_main(conn: Connection, url: str, n: int) -> dict[str, Any]:
     nofile = raise_nofile()
+    gc.set_threshold(*TUNED_GC)
     result: dict[str, Any] = trio.run(_client, conn, url, n)
     result["nofile"] = list(nofile)
     return result
@@ -157,8 +183,8 @@ async def _client(conn: Connection, url: str, n: int) -> dict[str, Any]:
                 client_id=CLIENT_ID,
                 key=KEY,
                 connect_timeout=60,
-                heartbeat_interval=heartbeat_for(n),
-                dead_after=3 * heartbeat_for(n),
+                heartbeat_interval=DEFAULT_HEARTBEAT,
+                dead_after=3 * DEFAULT_HEARTBEAT,
             ) as session:
                 handshakes.append(time.perf_counter() - began)
                 limiter.release()
@@ -208,10 +234,18 @@ async def _client(conn: Connection, url: str, n: int) -> dict[str, Any]:
 # -- the measurement -------------------------------------------------------------------------
 
 
-def measure(n: int, window: float) -> dict[str, Any]:
-    """One sample with N sessions, in fresh server and client processes."""
-    sample: dict[str, Any] = {"sessions": n, "heartbeat_s": heartbeat_for(n), "ok": False, "loadavg_before": loadavg()}
-    server = Child(f"scale-server-{n}", server_main, n)
+def measure(case: Case, window: float) -> dict[str, Any]:
+    """One sample of a case, in fresh server and client processes."""
+    n, tuned = case
+    sample: dict[str, Any] = {
+        "case": case_key(case),
+        "sessions": n,
+        "server_gc": list(TUNED_GC) if tuned else list(gc.get_threshold()),
+        "heartbeat_s": DEFAULT_HEARTBEAT,
+        "ok": False,
+        "loadavg_before": loadavg(),
+    }
+    server = Child(f"scale-server-{case_key(case)}", server_main, n, tuned)
     client: Child | None = None
     try:
         url = server.expect("address", 30)
@@ -256,23 +290,24 @@ def measure(n: int, window: float) -> dict[str, Any]:
     return sample
 
 
-def run(*, quick: bool = False, sessions: tuple[int, ...] | None = None, repeats: int | None = None) -> dict[str, Any]:
-    sizes = sessions or (QUICK_SESSIONS if quick else FULL_SESSIONS)
+def run(*, quick: bool = False, cases: tuple[Case, ...] | None = None, repeats: int | None = None) -> dict[str, Any]:
+    chosen = cases or (QUICK_CASES if quick else FULL_CASES)
     repeats = repeats or (QUICK_REPEATS if quick else FULL_REPEATS)
     window = QUICK_WINDOW if quick else FULL_WINDOW
     big_repeats = min(repeats, BIG_REPEATS)
     config = {
         "quick": quick,
-        "sessions": list(sizes),
+        "cases": [case_key(c) for c in chosen],
         "repeats": repeats,
         "repeats_from_10000_sessions": big_repeats,
         "heartbeat_window_s": window,
         "concurrency": CONCURRENCY,
         "settle_s": SETTLE,
-        "link_settings": f"heartbeat {DEFAULT_HEARTBEAT:g} s (the default), dead_after 3 heartbeats; "
-        f"{BIG_HEARTBEAT:g} s from {BIG:,} sessions on (see BIG_HEARTBEAT)",
+        "link_settings": f"heartbeat {DEFAULT_HEARTBEAT:g} s (the default), dead_after 3 heartbeats",
+        "gc": f"server: Python's default thresholds {gc.get_threshold()}, or gc.set_threshold{TUNED_GC} in the "
+        f"'gc tuned' cases; client process: always gc.set_threshold{TUNED_GC}",
         "server_limits": "max_connections_per_address, max_pending_handshakes, max_sessions_per_client = N + 64",
-        "note": f"--quick measures {', '.join(f'{n:,}' for n in sizes)} sessions only, {repeats} samples, "
+        "note": f"--quick measures {', '.join(case_label(c) for c in chosen)} sessions only, {repeats} samples, "
         f"a {window:g} s heartbeat window"
         if quick
         else f"{big_repeats} samples with {BIG:,} sessions, {repeats} with fewer",
@@ -280,29 +315,33 @@ def run(*, quick: bool = False, sessions: tuple[int, ...] | None = None, repeats
     began = time.perf_counter()
     samples: list[dict[str, Any]] = []
     for rep in range(repeats):
-        for n in rotated(list(sizes), rep):
-            if n >= BIG and rep >= big_repeats:
+        for case in rotated(list(chosen), rep):
+            if case[0] >= BIG and rep >= big_repeats:
                 continue
-            s = measure(n, window)
+            s = measure(case, window)
             s["repeat"] = rep
             samples.append(s)
             if s["ok"]:
                 print(
-                    f"[{rep + 1}/{repeats}] scale {n:>6,} sessions: {s['rss_per_session'] / 1024:6.1f} KiB/session, "
+                    f"[{rep + 1}/{repeats}] scale {case_label(case):>15} sessions: "
+                    f"{s['rss_per_session'] / 1024:6.1f} KiB/session, "
                     f"{s['handshake_rate']:7,.0f} sessions/s, server heartbeat CPU {s['server_cpu_per_s']:.1%}",
                     flush=True,
                 )
             else:
-                print(f"[{rep + 1}/{repeats}] scale {n:>6,} sessions: FAILED {s.get('error')}", flush=True)
+                print(f"[{rep + 1}/{repeats}] scale {case_label(case)} sessions: FAILED {s.get('error')}", flush=True)
     summary = {}
-    for n in sizes:
-        ok = [s for s in samples if s["sessions"] == n and s["ok"]]
-        summary[str(n)] = {
+    for case in chosen:
+        ok = [s for s in samples if s["case"] == case_key(case) and s["ok"]]
+        summary[case_key(case)] = {
+            "sessions": case[0],
+            "label": case_label(case),
+            "server_gc": f"gc.set_threshold{TUNED_GC}" if case[1] else "default",
             "samples": len(ok),
             "rss_per_session_bytes": median_spread([s["rss_per_session"] for s in ok]),
             "server_rss_bytes": median_spread([s["rss_after"] for s in ok]),
             "handshake_rate": median_spread([s["handshake_rate"] for s in ok]),
-            "heartbeat_s": heartbeat_for(n),
+            "heartbeat_s": DEFAULT_HEARTBEAT,
             "server_cpu_per_s": median_spread([s["server_cpu_per_s"] for s in ok if "server_cpu_per_s" in s]),
             "client_cpu_per_s": median_spread([s["client_cpu_per_s"] for s in ok if "client_cpu_per_s" in s]),
         }
@@ -319,20 +358,20 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "## Scale: idle sessions on one server process (loopback TCP, server and client in separate processes)",
         "",
-        f"Heartbeat {DEFAULT_HEARTBEAT:g} s (the default), {BIG_HEARTBEAT:g} s with {BIG:,} sessions: at 3 s, "
-        f"{BIG:,} idle sessions' heartbeats took about a core in each of the server and the client process on "
-        "this 2-core machine and the last sessions opened at a few per second. *RSS/session*: growth of the "
-        "server's RSS from before the "
+        f"Heartbeat {DEFAULT_HEARTBEAT:g} s (the default) in every case. *server gc*: Python's default collector "
+        f"thresholds, or gc.set_threshold{TUNED_GC} as docs/deployment.md recommends for thousands of sessions "
+        "(the client process, standing in for N separate agents, always runs tuned). *RSS/session*: growth of "
+        "the server's RSS from before the "
         "first connection to after the N-th session opened, divided by N. *handshake rate*: N sessions opened "
         f"(at most {result['config']['concurrency']} handshakes at a time) divided by the time it took. "
         "*heartbeat CPU*: CPU seconds per wall second while the sessions sit idle "
         f"({result['config']['heartbeat_window_s']:g} s window). Median (min\u2013max, n).",
         "",
-        "| sessions | heartbeat | server RSS/session KiB | server RSS MiB | handshakes/s | server heartbeat CPU "
+        "| sessions | server gc | server RSS/session KiB | server RSS MiB | handshakes/s | server heartbeat CPU "
         "| client heartbeat CPU |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|---:|---:|---:|---:|---:|",
     ]
-    for n, s in result["summary"].items():
+    for s in result["summary"].values():
         rss = {
             k: (v / 1024 if isinstance(v, float | int) and k != "n" else v)
             for k, v in s["rss_per_session_bytes"].items()
@@ -341,7 +380,7 @@ def markdown(result: dict[str, Any]) -> str:
             k: (mib(v) if isinstance(v, float | int) and k != "n" else v) for k, v in s["server_rss_bytes"].items()
         }
         lines.append(
-            f"| {int(n):,} | {s['heartbeat_s']:g} s | {spread_text(rss, '{:.1f}')} | {spread_text(total, '{:.0f}')} "
+            f"| {s['sessions']:,} | {s['server_gc']} | {spread_text(rss, '{:.1f}')} | {spread_text(total, '{:.0f}')} "
             f"| {spread_text(s['handshake_rate'], '{:,.0f}')} | {spread_text(s['server_cpu_per_s'], '{:.1%}')} "
             f"| {spread_text(s['client_cpu_per_s'], '{:.1%}')} |"
         )
@@ -353,20 +392,18 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_sessions(text: str) -> tuple[int, ...]:
-    return tuple(int(x.replace("_", "")) for x in text.split(",") if x.strip())
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="1,000 sessions only, 2 samples, 6 s window")
-    parser.add_argument("--sessions", type=parse_sessions, help="comma-separated session counts")
+    parser.add_argument(
+        "--cases", type=parse_cases, help="comma-separated session counts, 'gc' appended for a tuned server collector"
+    )
     parser.add_argument("--repeats", type=int, help=f"samples per count (default {FULL_REPEATS})")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
     raise_nofile()
     info = machine_info()
-    result = run(quick=args.quick, sessions=args.sessions, repeats=args.repeats)
+    result = run(quick=args.quick, cases=args.cases, repeats=args.repeats)
     result["machine"] = info
     args.out.mkdir(parents=True, exist_ok=True)
     write_atomically(args.out / "scale.json", json.dumps(result, indent=1) + "\n")

@@ -117,20 +117,20 @@ def scale(result: dict[str, Any], path: Path) -> Path:
         (axes[1], "handshake_rate", 1, "handshakes per second"),
         (axes[2], "server_cpu_per_s", 100, "server CPU while idle, % of a core"),
     ):
-        ns = sorted({s["sessions"] for s in ok})
-        for i, n in enumerate(ns):
-            values = [s[key] * factor for s in ok if s["sessions"] == n and key in s]
+        cases = list(result["summary"])
+        for i, case in enumerate(cases):
+            values = [s[key] * factor for s in ok if s.get("case", str(s["sessions"])) == case and key in s]
             ax.scatter([i] * len(values), values, alpha=0.7)
             if values:
                 ax.hlines(sorted(values)[len(values) // 2], i - 0.25, i + 0.25, color="black")
-        beats = {s["sessions"]: s.get("heartbeat_s") for s in ok}
-        ax.set_xticks(range(len(ns)), [f"{n:,}\n(heartbeat {beats[n]:g} s)" if beats[n] else f"{n:,}" for n in ns])
-        ax.set_xlim(-0.6, len(ns) - 0.4)
+        labels = [result["summary"][c].get("label", c).replace(", ", "\n") for c in cases]
+        ax.set_xticks(range(len(cases)), labels)
+        ax.set_xlim(-0.6, len(cases) - 0.4)
         ax.set_xlabel("idle sessions")
         ax.set_title(label, fontsize="medium")
         ax.set_ylim(bottom=0)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("Idle sessions on one server process")
+    fig.suptitle("Idle sessions on one server process (heartbeat 3 s)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
