@@ -1,4 +1,5 @@
-"""Where sessions live: in memory (the default), in SQLite (durable) or in Redis (shared).
+"""Where sessions live: in memory (the default), in SQLite (durable) or in Redis (shared);
+:class:`MemoryStore` keeps them across ``serve()`` restarts within one process (tests).
 
 Pass a store as ``store=`` to :func:`reliablelink.connect` or :func:`reliablelink.serve`::
 
@@ -12,7 +13,17 @@ and delivers it exactly once. See ``docs/deployment.md`` for what survives which
 """
 
 from ._base import SessionChange, SessionRecord, SessionStore, StoreError, StoreFenced
+from ._memory import MemoryStore
 from ._redis import RedisStore
 from ._sqlite import SQLiteStore
 
-__all__ = ["RedisStore", "SQLiteStore", "SessionChange", "SessionRecord", "SessionStore", "StoreError", "StoreFenced"]
+__all__ = [
+    "MemoryStore",
+    "RedisStore",
+    "SQLiteStore",
+    "SessionChange",
+    "SessionRecord",
+    "SessionStore",
+    "StoreError",
+    "StoreFenced",
+]

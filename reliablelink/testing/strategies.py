@@ -9,16 +9,23 @@ one ``memory://`` listener, in simulated time if the run uses ``trio.testing.Moc
         trio.run(scenario, schedule, clock=trio.testing.MockClock(autojump_threshold=0))
 
 When a property fails, hypothesis prints the schedule that reproduces it.
+
+Server restarts are drawn only when asked for (``fault_schedules(restarts=True)``), and
+:func:`run_schedule` then needs a ``restart`` function that stops the server and starts it
+again: what survives is whatever the server's store keeps (see
+:class:`~reliablelink.stores.MemoryStore`).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
 from hypothesis import strategies as st
 
-from ..transports._memory import MemoryTransport
+from ..transports._memory import MemoryConnection, MemoryTransport
 
 __all__ = ["FAULT_KINDS", "Fault", "fault_schedules", "run_schedule"]
 
@@ -30,9 +37,13 @@ FAULT_KINDS = (
     "pull_to_client",
     "clog",  # bytes held for `duration`, then released
     "latency",  # `value` seconds added to every byte, from now on
+    "jitter",  # up to `value` seconds more per write, from now on (order kept)
+    "bandwidth",  # at most `value` bytes per second, from now on
     "segment",  # reads return at most `value` bytes (1: byte by byte)
     "drop_after",  # reset after `value` more bytes
     "refuse",  # new connections refused for `duration`
+    "slow_connect",  # new connections take `value` seconds to open, for `duration`
+    "restart",  # the server process restarts: down for `duration` (fault_schedules(restarts=True))
 )
 
 
@@ -47,26 +58,59 @@ class Fault:
     value: float = 0.0
 
 
-def _fault() -> st.SearchStrategy[Fault]:
-    return st.one_of(
+def _fault(restarts: bool) -> st.SearchStrategy[Fault]:
+    kinds = [
         st.builds(
             Fault, at=st.floats(0, 10), kind=st.sampled_from(["reset", "pull", "pull_to_server", "pull_to_client"])
         ),
         st.builds(Fault, at=st.floats(0, 10), kind=st.just("clog"), duration=st.floats(0.01, 5)),
         st.builds(Fault, at=st.floats(0, 10), kind=st.just("refuse"), duration=st.floats(0.01, 8)),
         st.builds(Fault, at=st.floats(0, 10), kind=st.just("latency"), value=st.floats(0, 0.5)),
+        st.builds(Fault, at=st.floats(0, 10), kind=st.just("jitter"), value=st.floats(0, 0.3)),
+        st.builds(Fault, at=st.floats(0, 10), kind=st.just("bandwidth"), value=st.floats(2_000, 1_000_000)),
         st.builds(Fault, at=st.floats(0, 10), kind=st.just("segment"), value=st.integers(1, 2000).map(float)),
         st.builds(Fault, at=st.floats(0, 10), kind=st.just("drop_after"), value=st.integers(0, 50_000).map(float)),
-    )
+        st.builds(
+            Fault, at=st.floats(0, 10), kind=st.just("slow_connect"), duration=st.floats(0.01, 8), value=st.floats(0, 3)
+        ),
+    ]
+    if restarts:
+        kinds.append(st.builds(Fault, at=st.floats(0, 10), kind=st.just("restart"), duration=st.floats(0, 5)))
+    return st.one_of(kinds)
 
 
-def fault_schedules(max_faults: int = 10) -> st.SearchStrategy[list[Fault]]:
-    """Lists of up to ``max_faults`` faults in the first 10 seconds, sorted by time."""
-    return st.lists(_fault(), max_size=max_faults).map(lambda faults: sorted(faults, key=lambda f: f.at))
+def fault_schedules(max_faults: int = 10, *, restarts: bool = False) -> st.SearchStrategy[list[Fault]]:
+    """Lists of up to ``max_faults`` faults in the first 10 seconds, sorted by time.
+
+    Args:
+        max_faults: the longest schedule.
+        restarts: also draw ``"restart"`` faults (then :func:`run_schedule` needs ``restart``).
+    """
+    return st.lists(_fault(restarts), max_size=max_faults).map(lambda faults: sorted(faults, key=lambda f: f.at))
 
 
-async def run_schedule(schedule: list[Fault], transport: MemoryTransport, listener: str) -> None:
-    """Apply ``schedule`` to the connections to ``memory://listener`` (run it in a task)."""
+async def run_schedule(
+    schedule: list[Fault],
+    transport: MemoryTransport,
+    listener: str,
+    *,
+    restart: Callable[[float], Awaitable[object]] | None = None,
+) -> None:
+    """Apply ``schedule`` to the connections to ``memory://listener`` (run it in a task).
+
+    Args:
+        schedule: the faults, sorted by time.
+        transport: the ``memory://`` transport the server listens on.
+        listener: the listener's name (``server.url`` without ``memory://``).
+        restart: for ``"restart"`` faults: an async function that stops the server, waits
+            the given number of seconds and starts it again on the same listener name and
+            store. The schedule runs on while it does.
+
+    Raises:
+        ValueError: a ``"restart"`` fault and no ``restart`` function.
+    """
+    if restart is None and any(f.kind == "restart" for f in schedule):
+        raise ValueError("the schedule restarts the server: pass run_schedule(..., restart=...)")
     start = trio.current_time()
     async with trio.open_nursery() as nursery:
         for fault in schedule:
@@ -74,28 +118,66 @@ async def run_schedule(schedule: list[Fault], transport: MemoryTransport, listen
             if fault.kind == "refuse":
                 nursery.start_soon(_refuse_for, transport, listener, fault.duration)
                 continue
+            if fault.kind == "slow_connect":
+                nursery.start_soon(_slow_connect_for, transport, listener, fault.value, fault.duration)
+                continue
+            if fault.kind == "restart":
+                assert restart is not None
+                nursery.start_soon(restart, fault.duration)
+                continue
             for conn in transport.connections_to(listener):
-                if fault.kind == "reset":
-                    conn.reset()
-                elif fault.kind.startswith("pull"):
-                    conn.blackhole(fault.kind.removeprefix("pull_") if "_" in fault.kind else "both")
-                elif fault.kind == "clog":
-                    conn.clog()
-                    nursery.start_soon(_unclog_after, conn, fault.duration)
-                elif fault.kind == "latency":
-                    conn.degrade(latency=fault.value)
-                elif fault.kind == "segment":
-                    conn.degrade(segment=int(fault.value))
-                elif fault.kind == "drop_after":
-                    conn.degrade(drop_after=int(fault.value))
+                _cut(conn, fault, nursery)
+
+
+def _cut(conn: MemoryConnection, fault: Fault, nursery: trio.Nursery) -> None:
+    """Apply a fault to one connection."""
+    kind = fault.kind
+    if kind == "reset":
+        conn.reset()
+    elif kind.startswith("pull"):
+        conn.blackhole(kind.removeprefix("pull_") if "_" in kind else "both")
+    elif kind == "clog":
+        conn.clog()
+        nursery.start_soon(_unclog_after, conn, fault.duration)
+    else:
+        _degrade(conn, fault)
+
+
+def _degrade(conn: MemoryConnection, fault: Fault) -> None:
+    kind, value = fault.kind, fault.value
+    if kind == "latency":
+        conn.degrade(latency=value)
+    elif kind == "jitter":
+        # Seeded from the schedule, so a schedule replays the same delays.
+        conn.degrade(jitter=value, seed=int(fault.at * 1000))
+    elif kind == "bandwidth":
+        conn.degrade(bandwidth=value)
+    elif kind == "segment":
+        conn.degrade(segment=int(value))
+    elif kind == "drop_after":
+        conn.degrade(drop_after=int(value))
+    else:
+        raise ValueError(f"unknown fault kind {kind!r} (known: {', '.join(FAULT_KINDS)})")
 
 
 async def _refuse_for(transport: MemoryTransport, listener: str, duration: float) -> None:
-    transport.refuse(listener, True)
+    # While a restarted server is down its listener does not exist (connections are
+    # refused anyway), and the one it comes back with starts fresh.
+    with contextlib.suppress(KeyError):
+        transport.refuse(listener, True)
     await trio.sleep(duration)
-    transport.refuse(listener, False)
+    with contextlib.suppress(KeyError):
+        transport.refuse(listener, False)
 
 
-async def _unclog_after(conn: object, duration: float) -> None:
+async def _slow_connect_for(transport: MemoryTransport, listener: str, delay: float, duration: float) -> None:
+    with contextlib.suppress(KeyError):
+        transport.delay_connect(listener, delay)
     await trio.sleep(duration)
-    conn.unclog()  # type: ignore[attr-defined]
+    with contextlib.suppress(KeyError):
+        transport.delay_connect(listener, 0.0)
+
+
+async def _unclog_after(conn: MemoryConnection, duration: float) -> None:
+    await trio.sleep(duration)
+    conn.unclog()

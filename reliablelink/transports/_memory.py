@@ -4,12 +4,15 @@ Streams here behave like TCP where it matters to the session layer: bytes arrive
 writes wait when the peer's buffer is full (so backpressure is real), and each connection
 can be cut the ways a network cuts: reset (both ends see an error), blackholed (bytes vanish
 silently, no FIN, no RST, the way a pulled cable looks) or clogged (bytes held, then released).
+Links can also be degraded: latency with seeded jitter, a bandwidth cap, reads cut into
+small segments, a reset after N bytes; and a listener can refuse or delay new connections.
 It runs on any Trio clock, including ``trio.testing.MockClock``.
 """
 
 from __future__ import annotations
 
 import itertools
+import random
 from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult
@@ -39,6 +42,11 @@ class _Pipe:
         self.blackhole = False  # bytes vanish
         self.held = False  # bytes wait (clogged)
         self.latency = 0.0  # seconds before written bytes can be read
+        self.jitter = 0.0  # up to this many seconds more, per write (seeded, order kept)
+        self.rng = random.Random(0)
+        self.bandwidth: float | None = None  # bytes per second through the link
+        self.free_at = 0.0  # when the bandwidth-capped link has sent what is queued
+        self.last_due = 0.0
         self.segment: int | None = None  # most bytes one read returns (1: byte by byte)
         self.drop_after: int | None = None  # reset once this many bytes have passed
         self.bytes_passed = 0
@@ -74,7 +82,7 @@ class _Pipe:
                     continue
             if room > 0:
                 piece = bytes(view[:room])
-                self.chunks.append((trio.current_time() + self.latency, piece))
+                self.chunks.append((self._due(len(piece)), piece))
                 self.queued += len(piece)
                 self.bytes_passed += len(piece)
                 view = view[len(piece) :]
@@ -82,6 +90,20 @@ class _Pipe:
                 continue
             await self.lot.park()
         await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _due(self, size: int) -> float:
+        """When ``size`` bytes written now can be read: after the bytes ahead of them have
+        gone through the bandwidth cap, plus latency and jitter. Never earlier than the
+        bytes before them (a byte stream does not reorder)."""
+        now = trio.current_time()
+        sent = now
+        if self.bandwidth is not None:
+            sent = self.free_at = max(now, self.free_at) + size / self.bandwidth
+        due = sent + self.latency
+        if self.jitter:
+            due += self.rng.uniform(0.0, self.jitter)
+        self.last_due = due = max(due, self.last_due)
+        return due
 
     async def read(self, max_bytes: int) -> bytes:
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -198,20 +220,34 @@ class MemoryConnection:
         direction: str = "both",
         *,
         latency: float | None = None,
+        jitter: float | None = None,
+        bandwidth: float | None = None,
         segment: int | None = None,
         drop_after: int | None = None,
+        seed: int = 0,
     ) -> None:
-        """Make the link slow or fragile without cutting it.
+        """Make the link slow or fragile without cutting it. Affects bytes written from now on.
 
         Args:
             direction: ``"both"``, ``"to_server"`` or ``"to_client"``.
             latency: seconds before written bytes can be read.
+            jitter: up to this many seconds more per write, drawn from ``random.Random(seed)``;
+                bytes still arrive in order (a late write holds back the ones after it).
+            bandwidth: bytes per second; ``0`` or less removes the cap.
             segment: most bytes a single read returns (1 delivers byte by byte).
             drop_after: reset the connection once this many more bytes have passed.
+            seed: seeds the jitter.
         """
+        if (latency is not None and latency < 0) or (jitter is not None and jitter < 0):
+            raise ValueError("latency and jitter must be >= 0")
         for pipe in self._pipes(direction):
             if latency is not None:
                 pipe.latency = latency
+            if jitter is not None:
+                pipe.jitter = jitter
+                pipe.rng = random.Random(seed)
+            if bandwidth is not None:
+                pipe.bandwidth = bandwidth if bandwidth > 0 else None
             if segment is not None:
                 pipe.segment = segment
             if drop_after is not None:
@@ -228,6 +264,7 @@ class _Listener:
     handler: StreamHandler
     nursery: trio.Nursery
     refuse: bool = False
+    connect_delay: float = 0.0
 
 
 class MemoryTransport:
@@ -248,6 +285,13 @@ class MemoryTransport:
         """Make new connections to listener ``name`` fail with ``ConnectionRefusedError``."""
         self._listeners[name].refuse = refuse
 
+    def delay_connect(self, name: str, delay: float) -> None:
+        """Make new connections to listener ``name`` take ``delay`` seconds to open (a lossy
+        path retransmitting SYNs, a slow load balancer); ``0`` restores instant connects."""
+        if delay < 0:
+            raise ValueError("delay must be >= 0")
+        self._listeners[name].connect_delay = delay
+
     def connections_to(self, name: str) -> list[MemoryConnection]:
         """Open connections to listener ``name``."""
         return [c for c in self.connections if c.name == name and not c.closed]
@@ -257,6 +301,10 @@ class MemoryTransport:
         await trio.lowlevel.checkpoint()
         name = url.netloc
         listener = self._listeners.get(name)
+        if listener is not None and listener.connect_delay:
+            await trio.sleep(listener.connect_delay)
+            # The listener may have gone away, or started refusing, meanwhile.
+            listener = self._listeners.get(name)
         if listener is None or listener.refuse:
             raise ConnectionRefusedError(f"nothing listens on memory://{name}")
         conn = MemoryConnection(name, _Pipe(self.buffer_size), _Pipe(self.buffer_size))

@@ -10,7 +10,15 @@ import pytest
 import trio
 
 import reliablelink
-from reliablelink.stores import RedisStore, SessionChange, SessionRecord, SessionStore, SQLiteStore, StoreFenced
+from reliablelink.stores import (
+    MemoryStore,
+    RedisStore,
+    SessionChange,
+    SessionRecord,
+    SessionStore,
+    SQLiteStore,
+    StoreFenced,
+)
 from reliablelink.testing import ChaosProxy, LoadBalancer
 
 KEY = b"fence-test-key-0123456789abcdef!"
@@ -25,13 +33,15 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def store_and_clock(
     request: pytest.FixtureRequest, tmp_path: Path, redis_prefix: str
 ) -> AsyncIterator[tuple[SessionStore, FakeClock]]:
     clock = FakeClock()
     store: SessionStore
-    if request.param == "sqlite":
+    if request.param == "memory":
+        store = MemoryStore(clock=clock)
+    elif request.param == "sqlite":
         store = SQLiteStore(tmp_path / "s.db", clock=clock)
     else:
         store = RedisStore(request.getfixturevalue("redis_server"), prefix=redis_prefix, clock=clock)

@@ -1,0 +1,162 @@
+"""The simulated network itself (``memory://``): each fault does what it says, in simulated
+time, so that the session tests built on it test what they claim."""
+
+from __future__ import annotations
+
+import functools
+from urllib.parse import urlsplit
+
+import pytest
+import trio
+import trio.testing
+
+from reliablelink.testing import MemoryConnection, MemoryTransport
+from reliablelink.transports import StreamOptions
+
+OPTIONS = StreamOptions()
+
+
+class _Net:
+    """One listener on a fresh :class:`MemoryTransport`, and connections to it."""
+
+    def __init__(self, transport: MemoryTransport, nursery: trio.Nursery) -> None:
+        self.transport = transport
+        self.nursery = nursery
+        self.url = urlsplit("memory://net")
+        self._accepted, self._arrivals = trio.open_memory_channel[trio.abc.Stream](16)
+
+    async def start(self) -> None:
+        async def handler(stream: trio.abc.Stream) -> None:
+            await self._accepted.send(stream)
+            await trio.sleep_forever()
+
+        await self.nursery.start(functools.partial(self.transport.serve, self.url, handler, OPTIONS))
+
+    async def connect(self) -> tuple[trio.abc.Stream, trio.abc.Stream, MemoryConnection]:
+        """A new connection: (client end, server end, its controls)."""
+        client = await self.transport.open_stream(self.url, OPTIONS)
+        server = await self._arrivals.receive()
+        return client, server, self.transport.connections_to("net")[-1]
+
+
+async def _pair(
+    transport: MemoryTransport, nursery: trio.Nursery
+) -> tuple[trio.abc.Stream, trio.abc.Stream, MemoryConnection]:
+    net = _Net(transport, nursery)
+    await net.start()
+    return await net.connect()
+
+
+async def _read_all(stream: trio.abc.Stream, total: int) -> list[tuple[float, bytes]]:
+    """Read ``total`` bytes; return each read with the time it returned."""
+    got: list[tuple[float, bytes]] = []
+    n = 0
+    while n < total:
+        data = await stream.receive_some(65536)
+        got.append((trio.current_time(), data))
+        n += len(data)
+    return got
+
+
+async def test_latency_and_jitter_delay_bytes_but_keep_their_order(autojump_clock: trio.testing.MockClock) -> None:
+    arrivals: list[list[tuple[float, bytes]]] = []
+    for _ in range(2):
+        transport = MemoryTransport()
+        async with trio.open_nursery() as nursery:
+            client, server, conn = await _pair(transport, nursery)
+            conn.degrade("to_server", latency=0.1, jitter=0.5, seed=7)
+            start = trio.current_time()
+            for i in range(50):
+                await client.send_all(bytes([i]))
+            got = await _read_all(server, 50)
+            nursery.cancel_scope.cancel()
+        assert b"".join(d for _, d in got) == bytes(range(50)), "jitter must not reorder a byte stream"
+        delays = [t - start for t, _ in got]
+        assert min(delays) >= 0.1, delays
+        assert max(delays) <= 0.6 + 1e-9, delays
+        assert max(delays) > 0.3, f"50 draws of up to 0.5 s jitter all small: {delays}"
+        arrivals.append([(round(t - start, 9), d) for t, d in got])
+    assert arrivals[0] == arrivals[1], "the same seed must give the same delays"
+
+
+async def test_bandwidth_cap_spreads_bytes_over_time(autojump_clock: trio.testing.MockClock) -> None:
+    transport = MemoryTransport(buffer_size=1 << 20)
+    async with trio.open_nursery() as nursery:
+        client, server, conn = await _pair(transport, nursery)
+        conn.degrade("to_server", bandwidth=10_000)  # 10 kB/s
+        start = trio.current_time()
+        for _ in range(10):
+            await client.send_all(b"x" * 5_000)
+        got = await _read_all(server, 50_000)
+        assert sum(len(d) for _, d in got) == 50_000
+        assert got[-1][0] - start == pytest.approx(5.0), "50 kB at 10 kB/s takes 5 s"
+        assert got[0][0] - start == pytest.approx(0.5), "the first 5 kB need 0.5 s"
+        # The other direction is not capped.
+        t0 = trio.current_time()
+        await server.send_all(b"y" * 5_000)
+        await _read_all(client, 5_000)
+        assert trio.current_time() == t0
+        conn.degrade("to_server", bandwidth=0)  # cap removed
+        t0 = trio.current_time()
+        await client.send_all(b"z" * 5_000)
+        await _read_all(server, 5_000)
+        assert trio.current_time() == t0
+        nursery.cancel_scope.cancel()
+
+
+async def test_slow_connect_delays_new_connections_only(autojump_clock: trio.testing.MockClock) -> None:
+    transport = MemoryTransport()
+    async with trio.open_nursery() as nursery:
+        net = _Net(transport, nursery)
+        await net.start()
+        client, server, _ = await net.connect()
+        transport.delay_connect("net", 2.5)
+        t0 = trio.current_time()
+        await net.connect()
+        assert trio.current_time() - t0 == pytest.approx(2.5)
+        # The open connection is untouched.
+        await client.send_all(b"still here")
+        assert await server.receive_some(100) == b"still here"
+        # Refused while delayed: the caller waits, then is refused.
+        transport.refuse("net")
+        t0 = trio.current_time()
+        with pytest.raises(ConnectionRefusedError):
+            await transport.open_stream(net.url, OPTIONS)
+        assert trio.current_time() - t0 == pytest.approx(2.5)
+        transport.refuse("net", False)
+        transport.delay_connect("net", 0)
+        t0 = trio.current_time()
+        await net.connect()
+        assert trio.current_time() == t0
+        with pytest.raises(ValueError, match="delay"):
+            transport.delay_connect("net", -1)
+        nursery.cancel_scope.cancel()
+
+
+async def test_segment_and_drop_after(autojump_clock: trio.testing.MockClock) -> None:
+    transport = MemoryTransport()
+    async with trio.open_nursery() as nursery:
+        client, server, conn = await _pair(transport, nursery)
+        conn.degrade("to_server", segment=1)
+        await client.send_all(b"abc")
+        assert [await server.receive_some(100) for _ in range(3)] == [b"a", b"b", b"c"]
+        conn.degrade("to_server", segment=1000, drop_after=10)
+        with pytest.raises(trio.BrokenResourceError):
+            await client.send_all(b"x" * 11)
+        with pytest.raises(trio.BrokenResourceError):
+            await server.receive_some(100)
+        nursery.cancel_scope.cancel()
+
+
+async def test_blackhole_is_silent_and_one_way(autojump_clock: trio.testing.MockClock) -> None:
+    transport = MemoryTransport()
+    async with trio.open_nursery() as nursery:
+        client, server, conn = await _pair(transport, nursery)
+        conn.blackhole("to_server")
+        await client.send_all(b"into the void")  # no error: a pulled cable says nothing
+        with trio.move_on_after(30) as waited:
+            await server.receive_some(100)
+        assert waited.cancelled_caught
+        await server.send_all(b"the other way works")
+        assert await client.receive_some(100) == b"the other way works"
+        nursery.cancel_scope.cancel()
