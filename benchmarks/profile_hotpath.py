@@ -1,4 +1,5 @@
-"""Profile reliablelink's hot path with cProfile: the 1 KiB sender and receiver, the 64 B echo.
+"""Profile reliablelink's hot path with cProfile: 1 KiB and 256 KiB senders and receivers
+(with raw Trio's one-``send_all``-per-message at 256 KiB as the baseline), the 64 B echo.
 
 Runs the same jobs as ``bench_throughput`` (separate sender and receiver processes), each
 side under ``cProfile``, and writes ``profile-tables.md`` (the top functions by own time and
@@ -9,7 +10,7 @@ the shares of time are what to read.
 
 Usage::
 
-    python benchmarks/profile_hotpath.py [--out benchmarks/results] [--count 200000]
+    python benchmarks/profile_hotpath.py [--out benchmarks/results] [--count 200000] [--large-count 6000]
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--count", type=int, default=200_000, help="1 KiB messages to send (default 200,000)")
     parser.add_argument("--keep", type=Path, help="keep the .pstats files in this directory")
+    parser.add_argument(
+        "--large-count", type=int, default=6000, help="256 KiB messages to send (default 6,000; 0 skips them)"
+    )
     parser.add_argument("--round-trips", type=int, default=3000, help="64 B echo round trips (default 3,000)")
     args = parser.parse_args(argv)
     out: Path = args.out
@@ -111,6 +115,22 @@ def main(argv: list[str] | None = None) -> int:
                 f"raw Trio 64 B echo (the baseline), {args.round_trips:,} round trips",
             ),
         ]
+        if args.large_count:
+            big = 256 * 1024
+            runs += [
+                (
+                    "send-256KiB",
+                    bt.Job("receive", "tcp", "send", big, args.large_count, work),
+                    bt.Job("send", "tcp", "send", big, args.large_count, work),
+                    f"reliablelink `send()` of {args.large_count:,} 256 KiB messages",
+                ),
+                (
+                    "raw-256KiB",
+                    bt.Job("receive", "tcp", "raw", big, args.large_count, work),
+                    bt.Job("send", "tcp", "raw", big, args.large_count, work),
+                    f"raw Trio, one `send_all` per message, {args.large_count:,} 256 KiB messages (the baseline)",
+                ),
+            ]
         for name, server_job, client_job, title in runs:
             print(f"profiling {title}...", flush=True)
             rx, tx = run_pair(server_job, client_job, stats_dir, name)

@@ -378,7 +378,7 @@ class Session:
             self._pace -= 1
         data = core.take()
         if core.has_data_to_send():
-            self._kick_writer()
+            self._flush_queued()
         return data
 
     async def receive_many(self, max_count: int = 1000) -> list[bytes]:
@@ -400,7 +400,7 @@ class Session:
             await trio.lowlevel.cancel_shielded_checkpoint()
         batch = core.take_many(max_count)
         if core.has_data_to_send():
-            self._kick_writer()
+            self._flush_queued()
         return batch
 
     def __aiter__(self) -> Session:
@@ -626,6 +626,13 @@ class Session:
         if rest:
             core.unsend(rest)
             link.writer_lot.unpark()
+
+    def _flush_queued(self) -> None:
+        """Send what the core queued by itself (an ACK after a delivery) if the writer is
+        parked: the sender may be waiting for this ACK to open its window."""
+        link = self._link
+        if link is not None and link.writer_lot:
+            self._flush_control(link)
 
     def _flush_control(self, link: _Link) -> None:
         """Send the frames the core queued by itself (PONG, ACK, PING, a CLOSE reply)
