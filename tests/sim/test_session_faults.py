@@ -327,3 +327,49 @@ async def test_random_resets_and_blackholes_keep_the_ledger_exact(
     for name, ledger in (("client -> server", up), ("server -> client", down)):
         result = ledger.result()
         assert result.exact, f"seed {seed}: {result.line(name)}"
+
+
+async def test_an_hour_long_outage_within_session_ttl_loses_nothing(autojump_clock: trio.testing.MockClock) -> None:
+    """The cable stays out for an hour of simulated time (the laptop slept) while both
+    sides keep sending: on return, both ledgers are exact."""
+    up, down = Ledger(), Ledger()
+    outage = 3600.0
+
+    async def handler(session: reliablelink.Session) -> None:
+        async for data in session:
+            up.on_receive(number_of(data))
+            await session.send(data)  # the echo is server -> client traffic
+
+    async def pull(session: reliablelink.Session) -> None:
+        while down.received < 300:
+            down.on_receive(number_of(await session.receive()))
+
+    with trio.fail_after(3 * outage):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, handler, session_ttl=2 * outage, **FAST)
+            name = server.url.removeprefix("memory://")
+            async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **FAST) as session:
+                nursery.start_soon(pull, session)
+                for i in range(300):
+                    if i == 100:
+                        memory().refuse(name)
+                        for conn in memory_connections(server):
+                            conn.blackhole()
+                        pulled_at = trio.current_time()
+                    if i == 200:
+                        memory().refuse(name, False)  # cable back after an hour
+                        assert trio.current_time() - pulled_at >= outage
+                    await session.send(numbered(i))
+                    up.on_send(i)
+                    down.on_send(i)
+                    await trio.sleep(outage / 100 if 100 <= i < 200 else 0.01)
+                await session.drain()
+                while down.received < 300:  # noqa: ASYNC110 - the pull task's ledger is all there is
+                    await trio.sleep(0.1)
+                # Offline from detection (at most dead_after + a heartbeat after the pull)
+                # until the reconnect.
+                assert session.stats.offline_seconds >= outage - 4.0, session.stats
+                assert session.stats.reconnects >= 1
+            nursery.cancel_scope.cancel()
+    for direction, ledger in (("client -> server", up), ("server -> client", down)):
+        assert ledger.result().exact, ledger.result().line(direction)
