@@ -271,8 +271,8 @@ class MemoryTransport:
     """The ``memory://`` transport. URLs name a listener: ``memory://echo``.
 
     ``memory://`` or ``memory://0`` in ``serve`` picks a fresh unique name. Every connection
-    made is kept in :attr:`connections` (closed ones are pruned on each new connection) so a
-    test can cut it.
+    made is kept in :attr:`connections` (those with both ends closed are pruned on each new
+    connection) so a test can cut it, or check that every end was closed.
     """
 
     def __init__(self, buffer_size: int = DEFAULT_BUFFER) -> None:
@@ -308,7 +308,9 @@ class MemoryTransport:
         if listener is None or listener.refuse:
             raise ConnectionRefusedError(f"nothing listens on memory://{name}")
         conn = MemoryConnection(name, _Pipe(self.buffer_size), _Pipe(self.buffer_size))
-        self.connections = [c for c in self.connections if not c.closed]
+        # Pruned once both ends are closed (not merely reset), so a test can find an end that
+        # was never closed: a leak.
+        self.connections = [c for c in self.connections if not (c.client._closed and c.server._closed)]
         self.connections.append(conn)
         listener.nursery.start_soon(listener.handler, conn.server)
         return conn.client

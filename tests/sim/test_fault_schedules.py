@@ -106,6 +106,10 @@ async def scenario(schedule: list[Fault], sizes: list[int], seed: int, stored: b
                     traffic.start_soon(pull, session, down)
                 await session.drain()
             nursery.cancel_scope.cancel()
+    # Every connection the run opened was closed by its owner: none leaked (each task was
+    # in a nursery, so none can have).
+    leaked = [c for c in memory().connections if c.name == listener and not (c.client._closed and c.server._closed)]
+    assert not leaked, f"{len(leaked)} connection(s) left open under schedule {schedule}"
     for name, ledger in (("client -> server", up), ("server -> client", down)):
         result = ledger.result()
         assert result.exact, f"{result.line(name)} under schedule {schedule} (store: {stored}, restarts: {restarts})"
