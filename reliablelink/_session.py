@@ -135,6 +135,16 @@ class _Link:
             self.reason = reason
         self.scope.cancel()
 
+    def rearm_timer(self, deadline: float) -> None:
+        """Make the timer task wake exactly at ``deadline`` (earlier or later than planned),
+        which must be the earliest thing due. Moving a deadline later costs a heap entry;
+        waking the task early for nothing would cost a task switch."""
+        if deadline != self.timer_at:
+            self.timer_at = deadline
+            scope = self.timer_scope
+            if scope is not None:
+                scope.deadline = deadline
+
     def wake_timer_by(self, deadline: float) -> None:
         """Make the timer task wake no later than ``deadline``, by moving its sleep's
         deadline (no task switch now)."""
@@ -766,7 +776,10 @@ class Session:
             self._send_lot.unpark_all()
         if core.has_data_to_send() and link.writer_lot:
             self._flush_control(link)
-        link.wake_timer_by(core.next_deadline())
+        # Received bytes move deadlines later (dead-link check; the heartbeat, after a PONG
+        # was sent) as well as earlier (an ACK became due): an idle server's timer would
+        # otherwise wake once per heartbeat for nothing.
+        link.rearm_timer(min(core.next_deadline(), self._commit_at))
         for event in events:
             if isinstance(event, PeerClosed):
                 # Receivers finish the inbox, then see the close; senders and drain see it
@@ -847,7 +860,8 @@ class Session:
     async def _timer(self, link: _Link) -> None:
         core = self._core
         # Nothing ever unparks this lot: the timer sleeps until its scope's deadline, which
-        # link.wake_timer_by() moves earlier when something becomes due sooner.
+        # link.wake_timer_by() moves earlier when something becomes due sooner, and
+        # link.rearm_timer() sets to what is due next when bytes arrive.
         lot = trio.lowlevel.ParkingLot()
         while link.reason is None:
             deadline = min(core.next_deadline(), self._commit_at)
