@@ -596,8 +596,12 @@ class Session:
         try:
             while not core.inbox and link.reason is None and self._error is None:
                 try:
-                    data = os.read(fd, _RECEIVE_SIZE)
+                    data: bytes | None = os.read(fd, _RECEIVE_SIZE)
                 except BlockingIOError:
+                    data = None
+                if data is None:
+                    # Waited for outside the except block: a coroutine suspended in one keeps
+                    # the exception, its traceback and their frames alive, per idle session.
                     await trio.lowlevel.wait_readable(fd)
                     continue
                 if not data:
@@ -819,8 +823,10 @@ class Session:
                 await lot.park()
                 continue
             try:
-                data = os.read(fd, _RECEIVE_SIZE)
+                data: bytes | None = os.read(fd, _RECEIVE_SIZE)
             except BlockingIOError:
+                data = None
+            if data is None:  # waited for outside the except block (see _read_directly)
                 link.read_scope = scope = trio.CancelScope()
                 with scope:
                     await trio.lowlevel.wait_readable(fd)
