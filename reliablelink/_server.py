@@ -80,6 +80,11 @@ class Server:
         # A stored session's lease: renewed every third of it while this process holds the
         # session, so a crashed node's sessions expire at most this long after the crash.
         self._lease = opts.session_ttl * 4 / 3
+        # Detached sessions and when each expires, in the order they were detached: with
+        # one session_ttl for all, that is the order they expire in. One task watches them
+        # all (a task per session would cost as much memory as the rest of an idle session).
+        self._detached: dict[Session, float] = {}
+        self._detached_lot = trio.lowlevel.ParkingLot()
 
     @property
     def sessions(self) -> Mapping[str, Session]:
@@ -321,18 +326,17 @@ class Server:
     # -- sessions ----------------------------------------------------------------------
 
     async def _supervise(self, session: Session) -> None:
-        """Run the handler once for the session, expire it when detached too long, close it."""
+        """Run the handler once for the session, then close it (expiry: :meth:`_expire_detached`)."""
+        session._on_link_state = self._track_link
+        self._track_link(session, session.link_state)
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._expire_when_idle, session)
-                try:
-                    await self._handler(session)
-                except ReliableLinkError as exc:
-                    log.debug("handler of session %s ended: %r", session.session_id, exc)
-                except Exception:
-                    log.exception("handler of session %s (client %r) raised", session.session_id, session.client_id)
-                await session.aclose()
-                nursery.cancel_scope.cancel()
+            try:
+                await self._handler(session)
+            except ReliableLinkError as exc:
+                log.debug("handler of session %s ended: %r", session.session_id, exc)
+            except Exception:
+                log.exception("handler of session %s (client %r) raised", session.session_id, session.client_id)
+            await session.aclose()
         finally:
             # Shut down (serve() cancelled) with the session still open: it stays in the
             # store for a restart, so store how far the handler got, or what it had handled
@@ -340,22 +344,37 @@ class Server:
             await session._save_abandoned()
         self._forget(session)
 
-    async def _expire_when_idle(self, session: Session) -> None:
+    def _track_link(self, session: Session, state: LinkState) -> None:
+        self._detached.pop(session, None)
+        if state is LinkState.RECONNECTING:
+            self._detached[session] = trio.current_time() + self._opts.session_ttl
+            if len(self._detached) == 1:  # later entries never expire before the first
+                self._detached_lot.unpark_all()
+
+    async def _expire_detached(self) -> None:
+        """End every session that stays detached for longer than ``session_ttl``."""
         ttl = self._opts.session_ttl
-        while not session._finished:
-            if session.link_state is LinkState.CONNECTED:
-                await session.wait_link_change()
+        detached = self._detached
+        while True:
+            if not detached:
+                await self._detached_lot.park()
                 continue
-            with trio.move_on_after(ttl) as scope:
-                await session.wait_link_change()
-            if scope.cancelled_caught and session.link_state is LinkState.RECONNECTING:
-                log.info(
-                    "session %s (client %r) expired after %.1f s detached", session.session_id, session.client_id, ttl
-                )
-                expired = SessionExpired(f"the session was detached for longer than session_ttl ({ttl} s)")
-                session._finish(expired, Transition.EXPIRE)
+            session, due = next(iter(detached.items()))
+            if trio.current_time() < due:
+                with trio.move_on_at(due):
+                    await self._detached_lot.park()
+                continue
+            del detached[session]
+            if session._finished or session.link_state is not LinkState.RECONNECTING:
+                continue
+            log.info("session %s (client %r) expired after %.1f s detached", session.session_id, session.client_id, ttl)
+            session._finish(
+                SessionExpired(f"the session was detached for longer than session_ttl ({ttl} s)"), Transition.EXPIRE
+            )
 
     def _forget(self, session: Session) -> None:
+        self._detached.pop(session, None)
+        session._on_link_state = None
         if self._sessions.get(session._session_id) is not session:
             return
         del self._sessions[session._session_id]
@@ -434,6 +453,7 @@ async def serve(
     with collapse_exception_groups():
         async with trio.open_nursery() as nursery:
             server = Server(handler, lookup, opts, nursery)
+            nursery.start_soon(server._expire_detached)
             if opts.store is not None:
                 nursery.start_soon(server._renew_leases)
             server.url = await nursery.start(transport.serve, parts, server._handle_connection, stream_options)

@@ -15,7 +15,7 @@ import enum
 import itertools
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, final
 
@@ -178,6 +178,8 @@ class Session:
         self._link: _Link | None = None
         self._error: ReliableLinkError | None = None
         self._link_state = LinkState.RECONNECTING
+        # The server's expiry bookkeeping, told of every link state change.
+        self._on_link_state: Callable[[Session, LinkState], None] | None = None
         self._offline_since: float | None = None
         self._offline_total = 0.0
         self._pace = _PACE
@@ -677,6 +679,8 @@ class Session:
             self._offline_since = None
         self._link_state = state
         self._state_lot.unpark_all()
+        if self._on_link_state is not None:
+            self._on_link_state(self, state)
 
     @property
     def _finished(self) -> bool:

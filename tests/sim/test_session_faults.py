@@ -13,7 +13,7 @@ import trio.testing
 import reliablelink
 from reliablelink import LinkState
 from reliablelink.testing import Ledger, number_of, numbered
-from tests.conftest import KEY, memory, memory_connections, start_server
+from tests.conftest import KEY, KEYS, memory, memory_connections, start_server
 
 FAST = {"heartbeat_interval": 1.0, "dead_after": 3.0}
 # A hang in simulated time (heartbeats keep the clock moving forever) fails fast.
@@ -373,3 +373,62 @@ async def test_an_hour_long_outage_within_session_ttl_loses_nothing(autojump_clo
             nursery.cancel_scope.cancel()
     for direction, ledger in (("client -> server", up), ("server -> client", down)):
         assert ledger.result().exact, ledger.result().line(direction)
+
+
+async def test_each_detached_session_expires_on_its_own_clock(autojump_clock: trio.testing.MockClock) -> None:
+    """The server expires a session detached for longer than session_ttl, and only that one:
+    a session that came back in time, went away again and came back again lives on."""
+    ttl = 10.0
+    expired: dict[str, float] = {}
+    start = trio.current_time()
+    gone_scope = trio.CancelScope()
+
+    async def handler(session: reliablelink.Session) -> None:
+        try:
+            async for data in session:
+                await session.send(data)
+        except reliablelink.SessionExpired:
+            expired[session.client_id] = trio.current_time() - start
+            raise
+
+    async def vanishing_client(url: str, task_status: trio.TaskStatus[reliablelink.Session]) -> None:
+        with gone_scope:
+            async with reliablelink.connect(url, client_id="agent-2", key=KEYS["agent-2"], **FAST) as session:
+                task_status.started(session)
+                await trio.sleep_forever()
+
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, handler, session_ttl=ttl, **FAST)
+            async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **FAST) as back_soon:
+                gone = await nursery.start(vanishing_client, server.url)
+                for s in (back_soon, gone):
+                    assert await _echo(s, b"hi") == b"hi"
+                for conn in memory_connections(server):
+                    conn.blackhole()  # both cables pulled
+                gone_scope.cancel()  # ... and agent-2's process is gone for good
+                await trio.sleep(8)
+                assert back_soon.stats.reconnects == 1
+                # agent-1 goes away again after coming back, this time for a while: it is
+                # detached (from about 11 s) across the time its first absence would have
+                # expired (about 13 s), and must not be expired for it.
+                name = server.url.removeprefix("memory://")
+                memory().refuse(name)
+                for conn in memory_connections(server):
+                    conn.blackhole()
+                await trio.sleep(6)
+                memory().refuse(name, False)
+                await trio.sleep(30 - 14)
+                assert await _echo(back_soon, b"still here") == b"still here"
+                assert back_soon.stats.reconnects == 2
+                assert list(expired) == ["agent-2"], expired
+                # Detached at once (its end closed) or after dead_after (3 s), then expired
+                # session_ttl (10 s) later.
+                assert ttl <= expired["agent-2"] <= 3.0 + ttl + 1.0, expired
+                assert [s.client_id for s in server.sessions.values()] == ["agent-1"]
+            nursery.cancel_scope.cancel()
+
+
+async def _echo(session: reliablelink.Session, data: bytes) -> bytes:
+    await session.send(data)
+    return await session.receive()
