@@ -67,7 +67,7 @@ def _fault(restarts: bool) -> st.SearchStrategy[Fault]:
         st.builds(Fault, at=st.floats(0, 10), kind=st.just("refuse"), duration=st.floats(0.01, 8)),
         st.builds(Fault, at=st.floats(0, 10), kind=st.just("latency"), value=st.floats(0, 0.5)),
         st.builds(Fault, at=st.floats(0, 10), kind=st.just("jitter"), value=st.floats(0, 0.3)),
-        st.builds(Fault, at=st.floats(0, 10), kind=st.just("bandwidth"), value=st.floats(2_000, 1_000_000)),
+        st.builds(Fault, at=st.floats(0, 10), kind=st.just("bandwidth"), value=st.floats(20_000, 1_000_000)),
         st.builds(Fault, at=st.floats(0, 10), kind=st.just("segment"), value=st.integers(1, 2000).map(float)),
         st.builds(Fault, at=st.floats(0, 10), kind=st.just("drop_after"), value=st.integers(0, 50_000).map(float)),
         st.builds(
