@@ -188,6 +188,7 @@ class Server:
             core = SessionCore(result.params, ack_delay=self._opts.ack_delay)
             session = Session(core, session_id=sid, client_id=hs.client_id, close_timeout=self._opts.close_timeout)
             session._token = token
+            session._heard = trio.Event()
             if self._store is not None:
                 session._use_store(self._store, sid.hex(), 1)
             self._adopt(session)
@@ -329,9 +330,17 @@ class Server:
         """Run the handler once for the session, then close it (expiry: :meth:`_expire_detached`)."""
         session._on_link_state = self._track_link
         self._track_link(session, session.link_state)
+        heard = session._heard
+        if heard is not None:
+            # A new session: run the handler once the client shows it holds the session
+            # (its first bytes after the WELCOME). If the WELCOME was lost, the client starts
+            # another session and this one expires unused, without the handler having
+            # accepted messages that nobody would receive.
+            await heard.wait()
         try:
             try:
-                await self._handler(session)
+                if not session._finished:
+                    await self._handler(session)
             except ReliableLinkError as exc:
                 log.debug("handler of session %s ended: %r", session.session_id, exc)
             except Exception:

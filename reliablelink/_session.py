@@ -180,6 +180,11 @@ class Session:
         self._link_state = LinkState.RECONNECTING
         # The server's expiry bookkeeping, told of every link state change.
         self._on_link_state: Callable[[Session, LinkState], None] | None = None
+        # A new server session: set once the client's first bytes after the WELCOME arrive
+        # (proof that it holds the session) or the session ends. The handler waits for it,
+        # so that a session whose WELCOME was lost never accepts messages from the server
+        # application that no client will ever resume.
+        self._heard: trio.Event | None = None
         self._offline_since: float | None = None
         self._offline_total = 0.0
         self._pace = _PACE
@@ -695,6 +700,9 @@ class Session:
         if self._error is not None:
             return
         self._error = error
+        if self._heard is not None:
+            self._heard.set()
+            self._heard = None
         self._core.finish(transition)
         if transition is Transition.CLOSE_DONE:
             self._kick_writer()
@@ -771,6 +779,9 @@ class Session:
         if self._link is not link:
             # Detached (replaced, or the session ended) while this read was returning.
             return
+        if self._heard is not None:
+            self._heard.set()
+            self._heard = None
         core = self._core
         acked = core.acked
         try:

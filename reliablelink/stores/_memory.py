@@ -29,10 +29,17 @@ class MemoryStore(SessionStore):
 
     Args:
         clock: time source for expiry (``time.time``; ``trio.current_time`` in simulations).
+        delay: seconds each operation takes before it takes effect, like a disk or a network
+            round trip (cancelling the caller does not stop it, as with the threaded
+            stores). With a delay, a simulated crash (:meth:`snapshot`) can land while a
+            write is under way.
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time, delay: float = 0.0) -> None:
         super().__init__(clock=clock)
+        if delay < 0:
+            raise ValueError("delay must be >= 0")
+        self.delay = delay
         self._records: dict[str, SessionRecord] = {}
 
     def __repr__(self) -> str:
@@ -42,12 +49,25 @@ class MemoryStore(SessionStore):
         """How many sessions the store holds."""
         return len(self._records)
 
+    def snapshot(self) -> MemoryStore:
+        """A new store holding a copy of what this one holds now: what a crashed process
+        would find on restart. Give it to the restarted server; writes the stopping server
+        makes to this store afterwards (its graceful-shutdown saves) are then lost, as in a
+        crash."""
+        copy_ = MemoryStore(clock=self.clock, delay=self.delay)
+        copy_._records = copy.deepcopy(self._records)
+        return copy_
+
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         # Same contract as the threaded backends (a checkpoint, errors as StoreError), run
         # inline: simulated time must not jump while a write is "in flight".
         if self._closed and fn != self._close:
             raise StoreError("the session store is closed")
-        await trio.lowlevel.checkpoint()
+        if self.delay:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(self.delay)
+        else:
+            await trio.lowlevel.checkpoint()
         try:
             return fn(*args)
         except StoreError:

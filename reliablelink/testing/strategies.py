@@ -43,7 +43,8 @@ FAULT_KINDS = (
     "drop_after",  # reset after `value` more bytes
     "refuse",  # new connections refused for `duration`
     "slow_connect",  # new connections take `value` seconds to open, for `duration`
-    "restart",  # the server process restarts: down for `duration` (fault_schedules(restarts=True))
+    "restart",  # the server process stops gracefully, is down for `duration`, starts again
+    "crash",  # the same, but killed: its last writes to the store are lost (fault_schedules(restarts=True))
 )
 
 
@@ -75,7 +76,9 @@ def _fault(restarts: bool) -> st.SearchStrategy[Fault]:
         ),
     ]
     if restarts:
-        kinds.append(st.builds(Fault, at=st.floats(0, 10), kind=st.just("restart"), duration=st.floats(0, 5)))
+        kinds.append(
+            st.builds(Fault, at=st.floats(0, 10), kind=st.sampled_from(["restart", "crash"]), duration=st.floats(0, 5))
+        )
     return st.one_of(kinds)
 
 
@@ -84,7 +87,8 @@ def fault_schedules(max_faults: int = 10, *, restarts: bool = False) -> st.Searc
 
     Args:
         max_faults: the longest schedule.
-        restarts: also draw ``"restart"`` faults (then :func:`run_schedule` needs ``restart``).
+        restarts: also draw ``"restart"`` and ``"crash"`` faults (then :func:`run_schedule`
+            needs ``restart``).
     """
     return st.lists(_fault(restarts), max_size=max_faults).map(lambda faults: sorted(faults, key=lambda f: f.at))
 
@@ -94,7 +98,7 @@ async def run_schedule(
     transport: MemoryTransport,
     listener: str,
     *,
-    restart: Callable[[float], Awaitable[object]] | None = None,
+    restart: Callable[[float, bool], Awaitable[object]] | None = None,
 ) -> None:
     """Apply ``schedule`` to the connections to ``memory://listener`` (run it in a task).
 
@@ -102,14 +106,17 @@ async def run_schedule(
         schedule: the faults, sorted by time.
         transport: the ``memory://`` transport the server listens on.
         listener: the listener's name (``server.url`` without ``memory://``).
-        restart: for ``"restart"`` faults: an async function that stops the server, waits
-            the given number of seconds and starts it again on the same listener name and
-            store. The schedule runs on while it does.
+        restart: for ``"restart"`` and ``"crash"`` faults: ``await restart(downtime, crash)``
+            stops the server, waits ``downtime`` seconds and starts it again on the same
+            listener name. With ``crash`` true the new server must get the store as it was
+            when the old one stopped, without what the old one wrote while shutting down
+            (:meth:`~reliablelink.stores.MemoryStore.snapshot`). The schedule runs on
+            while it does.
 
     Raises:
-        ValueError: a ``"restart"`` fault and no ``restart`` function.
+        ValueError: a ``"restart"`` or ``"crash"`` fault and no ``restart`` function.
     """
-    if restart is None and any(f.kind == "restart" for f in schedule):
+    if restart is None and any(f.kind in ("restart", "crash") for f in schedule):
         raise ValueError("the schedule restarts the server: pass run_schedule(..., restart=...)")
     start = trio.current_time()
     async with trio.open_nursery() as nursery:
@@ -121,9 +128,9 @@ async def run_schedule(
             if fault.kind == "slow_connect":
                 nursery.start_soon(_slow_connect_for, transport, listener, fault.value, fault.duration)
                 continue
-            if fault.kind == "restart":
+            if fault.kind in ("restart", "crash"):
                 assert restart is not None
-                nursery.start_soon(restart, fault.duration)
+                nursery.start_soon(restart, fault.duration, fault.kind == "crash")
                 continue
             for conn in transport.connections_to(listener):
                 _cut(conn, fault, nursery)

@@ -43,14 +43,21 @@ async def scenario(schedule: list[Fault], sizes: list[int], seed: int, stored: b
     applied = 0
     redelivered = 0
 
-    async def push(session: reliablelink.Session, ledger: Ledger) -> None:
+    async def push(session: reliablelink.Session, ledger: Ledger, generation: int | None = None) -> None:
         # A restarted server's handler carries on from what the session says was accepted
-        # (restored from the store): messages sent before the restart are in there.
-        for i in range(session.stats.sent):
-            ledger.on_send(i)
+        # (restored from the store). A message whose send() the restart interrupted after
+        # the store took it is sent all the same: it is among the restored unacknowledged
+        # ones. Each server generation numbers its messages apart (+1000 per start), so a
+        # message that reached the client without being stored, and whose sequence number
+        # a restarted server then reuses, shows in the ledger (unexpected, then lost).
+        for _, payload in session._core.unacked:
+            ledger.on_send(number_of(payload))
         for i in range(session.stats.sent, TOTAL):
-            await session.send(numbered(i, sizes[i % len(sizes)]))
-            ledger.on_send(i)
+            n = i + 1000 * (generation or 0)
+            await session.send(numbered(n, sizes[i % len(sizes)]))
+            if generation is not None and generation in crashed:
+                return  # returned after its process was killed: a dead process records nothing
+            ledger.on_send(n)
             await trio.sleep(0.05)  # traffic spread over ~7.5 s of simulated time
 
     async def pull(session: reliablelink.Session, ledger: Ledger) -> None:
@@ -59,10 +66,12 @@ async def scenario(schedule: list[Fault], sizes: list[int], seed: int, stored: b
             ledger.on_receive(number_of(await session.receive()))
             peak_queue = max(peak_queue, session.stats.queued, session.stats.in_flight)
 
-    async def serve_pull(session: reliablelink.Session) -> None:
+    async def serve_pull(session: reliablelink.Session, generation: int) -> None:
         # Until the client closes the session, like any server handler.
         nonlocal peak_queue, applied, redelivered
         async for message in session:
+            if generation in crashed:
+                return
             seq = session.stats.received
             if seq <= applied:
                 redelivered += 1
@@ -73,33 +82,48 @@ async def scenario(schedule: list[Fault], sizes: list[int], seed: int, stored: b
 
     async def handler(session: reliablelink.Session) -> None:
         async with trio.open_nursery() as traffic:
-            traffic.start_soon(push, session, down)
-            traffic.start_soon(serve_pull, session)
+            traffic.start_soon(push, session, down, generation)
+            traffic.start_soon(serve_pull, session, generation)
 
     listener = f"schedule-{next(_names)}"
-    store = MemoryStore(clock=trio.current_time) if stored else None
-    serve = functools.partial(
-        reliablelink.serve, handler, f"memory://{listener}", keys=KEYS, session_ttl=600, store=store, **OPTIONS
-    )
+    # Each store operation takes 5 ms (simulated), so crashes land in the middle of writes.
+    store = MemoryStore(clock=trio.current_time, delay=0.005) if stored else None
+    crashes = 0
+    generation = -1  # server starts so far, minus one
+    crashed: set[int] = set()  # generations killed (what they do afterwards never happened)
     server_scope = trio.CancelScope()
     server_done = trio.Event()
     restarting = trio.Lock()
 
     async def run_server(task_status: trio.TaskStatus[None]) -> None:
-        nonlocal server_scope, server_done
+        nonlocal server_scope, server_done, generation
+        generation += 1
         server_scope, server_done = trio.CancelScope(), trio.Event()
         try:
             with server_scope:
-                await serve(task_status=task_status)
+                await reliablelink.serve(
+                    handler,
+                    f"memory://{listener}",
+                    keys=KEYS,
+                    session_ttl=600,
+                    store=store,
+                    task_status=task_status,
+                    **OPTIONS,  # type: ignore[arg-type]
+                )
         finally:
             server_done.set()
 
-    async def restart(downtime: float) -> None:
+    async def restart(downtime: float, crash: bool) -> None:
         # The server "process" stops (its sessions, handlers and connections are gone; the
-        # store keeps what it keeps) and starts again on the same address.
-        nonlocal restarts
+        # store keeps what it keeps) and starts again on the same address. A crash loses
+        # what the stopping server writes on its way down (its graceful-shutdown saves).
+        nonlocal restarts, crashes, store
         async with restarting:  # a restart drawn while the server is down comes after it
             restarts += 1
+            if crash and store is not None:
+                crashes += 1
+                crashed.add(generation)
+                store = store.snapshot()
             server_scope.cancel()
             await server_done.wait()
             await trio.sleep(downtime)
@@ -131,7 +155,10 @@ async def scenario(schedule: list[Fault], sizes: list[int], seed: int, stored: b
     for name, ledger in (("client -> server", up), ("server -> client", down)):
         result = ledger.result()
         assert result.exact, f"{result.line(name)} under schedule {schedule} (store: {stored}, restarts: {restarts})"
-    assert redelivered <= restarts, f"{redelivered} messages delivered again after {restarts} restarts: {schedule}"
+    # A graceful restart repeats at most the message in hand; a crash, at most what was
+    # handled since the last store write (the acknowledgements wait for that write too).
+    most = (restarts - crashes) + crashes * WINDOW
+    assert redelivered <= most, f"{redelivered} repeated, {restarts} restarts ({crashes} crashes): {schedule}"
     assert peak_queue <= WINDOW, f"a queue grew to {peak_queue} > window {WINDOW}"
 
 
@@ -157,6 +184,27 @@ async def scenario(schedule: list[Fault], sizes: list[int], seed: int, stored: b
     seed=8,
     stored=True,
 )
+# Found by the sweep: the server -> client direction is silent from the start, so the
+# first WELCOME is lost; the client starts another session, and the handler of the first
+# one had been accepting messages nobody would ever receive. Handlers now start only once
+# the client's first bytes after the WELCOME arrive.
+@example(
+    schedule=[
+        Fault(at=2.147150715338499e-237, kind="segment", value=823.0),
+        Fault(at=2.533064890410029e-177, kind="pull_to_client"),
+        Fault(at=4.582577548929068e-17, kind="refuse", duration=3.118046881941603),
+        Fault(at=0.02, kind="segment", value=4.0),
+        Fault(at=0.11078121939026798, kind="latency", value=0.1933162266016027),
+        Fault(at=1.2240742414724661, kind="restart", duration=1.9197980510029726),
+        Fault(at=1.7922951962080604, kind="jitter", value=0.13761021903923087),
+        Fault(at=1.7951296787361473, kind="crash", duration=5.0),
+        Fault(at=4.795859821717151, kind="bandwidth", value=475049.7449965679),
+        Fault(at=7.753478388366135, kind="jitter", value=0.049895283135760776),
+    ],
+    sizes=[1364, 8],
+    seed=59,
+    stored=True,
+)
 @given(
     schedule=fault_schedules(restarts=True),
     sizes=st.lists(st.integers(8, 3000), min_size=1, max_size=5),
@@ -169,6 +217,6 @@ def test_any_fault_schedule_keeps_both_ledgers_exact(
     if not stored:
         # Without a store a restart ends every session (SessionExpired, by design: see
         # test_session_faults.py); the ledgers can only be exact across restarts with one.
-        schedule = [f for f in schedule if f.kind != "restart"]
+        schedule = [f for f in schedule if f.kind not in ("restart", "crash")]
     clock = trio.testing.MockClock(autojump_threshold=0)
     trio.run(scenario, schedule, sizes, seed, stored, clock=clock)
