@@ -83,7 +83,8 @@ class Server:
         # Detached sessions and when each expires, in the order they were detached: with
         # one session_ttl for all, that is the order they expire in. One task watches them
         # all (a task per session would cost as much memory as the rest of an idle session).
-        self._detached: dict[Session, float] = {}
+        # (An OrderedDict: popping the front of a plain dict again and again is quadratic.)
+        self._detached: OrderedDict[Session, float] = OrderedDict()
         self._detached_lot = trio.lowlevel.ParkingLot()
 
     @property
@@ -223,7 +224,12 @@ class Server:
     def _adopt(self, session: Session) -> None:
         self._sessions[session._session_id] = session
         self._per_client[session.client_id] += 1
+        # Expiry watches every session held, supervised or not (a stored session whose
+        # claim failed is held without a handler until a resume succeeds or it expires).
+        session._on_link_state = self._track_link
+        self._track_link(session, session.link_state)
         if session._store is None:
+            session._supervised = True
             self._nursery.start_soon(self._supervise, session)
         # else: the handler starts once the store has recorded the attachment (its writes
         # would be refused before that).
@@ -328,8 +334,6 @@ class Server:
 
     async def _supervise(self, session: Session) -> None:
         """Run the handler once for the session, then close it (expiry: :meth:`_expire_detached`)."""
-        session._on_link_state = self._track_link
-        self._track_link(session, session.link_state)
         heard = session._heard
         if heard is not None:
             # A new session: run the handler once the client shows it holds the session
@@ -355,7 +359,7 @@ class Server:
 
     def _track_link(self, session: Session, state: LinkState) -> None:
         self._detached.pop(session, None)
-        if state is LinkState.RECONNECTING:
+        if state is LinkState.RECONNECTING and self._sessions.get(session._session_id) is session:
             self._detached[session] = trio.current_time() + self._opts.session_ttl
             if len(self._detached) == 1:  # later entries never expire before the first
                 self._detached_lot.unpark_all()
@@ -373,13 +377,15 @@ class Server:
                 with trio.move_on_at(due):
                     await self._detached_lot.park()
                 continue
-            del detached[session]
+            detached.popitem(last=False)
             if session._finished or session.link_state is not LinkState.RECONNECTING:
                 continue
             log.info("session %s (client %r) expired after %.1f s detached", session.session_id, session.client_id, ttl)
             session._finish(
                 SessionExpired(f"the session was detached for longer than session_ttl ({ttl} s)"), Transition.EXPIRE
             )
+            if not session._supervised:
+                self._forget(session)  # no handler will: its claim in the store failed
 
     def _forget(self, session: Session) -> None:
         self._detached.pop(session, None)

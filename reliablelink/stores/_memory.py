@@ -45,7 +45,8 @@ class MemoryStore(SessionStore):
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._records)} sessions)"
 
-    def __len__(self) -> int:
+    @property
+    def session_count(self) -> int:
         """How many sessions the store holds."""
         return len(self._records)
 
@@ -63,11 +64,16 @@ class MemoryStore(SessionStore):
         # inline: simulated time must not jump while a write is "in flight".
         if self._closed and fn != self._close:
             raise StoreError("the session store is closed")
-        if self.delay:
-            with trio.CancelScope(shield=True):
-                await trio.sleep(self.delay)
-        else:
-            await trio.lowlevel.checkpoint()
+        # One operation at a time, in the order called, as the threaded stores run them (the
+        # limiter is first come, first served; acquiring it is the checkpoint). Once
+        # started, an operation completes even if its caller is cancelled.
+        async with self._limiter:
+            if self.delay:
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(self.delay)
+            return self._apply(fn, args)
+
+    def _apply(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
             return fn(*args)
         except StoreError:

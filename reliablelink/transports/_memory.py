@@ -24,6 +24,10 @@ from ._base import StreamHandler, StreamOptions
 __all__ = ["MemoryConnection", "MemoryStream", "MemoryTransport"]
 
 DEFAULT_BUFFER = 256 * 1024
+#: Through a bandwidth cap, bytes arrive in pieces of at most this size (a TCP segment on
+#: Ethernet), each when it has passed the cap: a slow link trickles, it does not go silent
+#: for the time a whole write takes.
+CAPPED_SEGMENT = 1460
 
 
 class _Pipe:
@@ -82,7 +86,12 @@ class _Pipe:
                     continue
             if room > 0:
                 piece = bytes(view[:room])
-                self.chunks.append((self._due(len(piece)), piece))
+                if self.bandwidth is None:
+                    self.chunks.append((self._due(len(piece)), piece))
+                else:
+                    for start in range(0, len(piece), CAPPED_SEGMENT):
+                        part = piece[start : start + CAPPED_SEGMENT]
+                        self.chunks.append((self._due(len(part)), part))
                 self.queued += len(piece)
                 self.bytes_passed += len(piece)
                 view = view[len(piece) :]
@@ -245,7 +254,8 @@ class MemoryConnection:
                 pipe.latency = latency
             if jitter is not None:
                 pipe.jitter = jitter
-                pipe.rng = random.Random(seed)
+                # Each direction its own sequence, still fixed by the seed.
+                pipe.rng = random.Random(f"{seed}:{'to_client' if pipe is self.to_client else 'to_server'}")
             if bandwidth is not None:
                 pipe.bandwidth = bandwidth if bandwidth > 0 else None
             if segment is not None:

@@ -432,3 +432,26 @@ async def test_each_detached_session_expires_on_its_own_clock(autojump_clock: tr
 async def _echo(session: reliablelink.Session, data: bytes) -> bytes:
     await session.send(data)
     return await session.receive()
+
+
+async def test_a_slow_link_is_not_a_dead_link(autojump_clock: trio.testing.MockClock) -> None:
+    """A link capped at 4 kB/s both ways carries 16 KiB messages (4 s each, longer than
+    dead_after): bytes keep trickling, so neither side declares the link dead."""
+    got: list[int] = []
+
+    async def handler(session: reliablelink.Session) -> None:
+        async for data in session:
+            got.append(number_of(data))
+
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, handler, **FAST)
+            async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **FAST) as session:
+                for conn in memory_connections(server):
+                    conn.degrade(bandwidth=4_000)
+                for i in range(5):
+                    await session.send(numbered(i, 16 * 1024))
+                await session.drain()
+                assert session.stats.reconnects == 0, session.stats
+            nursery.cancel_scope.cancel()
+    assert got == list(range(5))
