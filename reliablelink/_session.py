@@ -665,6 +665,16 @@ class Session:
         else:
             link.writer_lot.unpark()
 
+    def _peer_heard(self) -> None:
+        """The peer's first bytes arrived (or the session ended): let the handler start."""
+        assert self._heard is not None
+        self._heard.set()
+        self._heard = None
+
+    def _timer_deadline(self) -> float:
+        """When the timer task must next run: the core's next deadline or a store commit."""
+        return min(self._core.next_deadline(), self._commit_at)
+
     def _wake_all(self) -> None:
         self._recv_lot.unpark_all()
         self._send_lot.unpark_all()
@@ -701,8 +711,7 @@ class Session:
             return
         self._error = error
         if self._heard is not None:
-            self._heard.set()
-            self._heard = None
+            self._peer_heard()
         self._core.finish(transition)
         if transition is Transition.CLOSE_DONE:
             self._kick_writer()
@@ -780,8 +789,7 @@ class Session:
             # Detached (replaced, or the session ended) while this read was returning.
             return
         if self._heard is not None:
-            self._heard.set()
-            self._heard = None
+            self._peer_heard()
         core = self._core
         acked = core.acked
         try:
@@ -798,7 +806,7 @@ class Session:
         # Received bytes move deadlines later (dead-link check; the heartbeat, after a PONG
         # was sent) as well as earlier (an ACK became due): an idle server's timer would
         # otherwise wake once per heartbeat for nothing.
-        link.rearm_timer(min(core.next_deadline(), self._commit_at))
+        link.rearm_timer(self._timer_deadline())
         for event in events:
             if isinstance(event, PeerClosed):
                 # Receivers finish the inbox, then see the close; senders and drain see it
@@ -885,7 +893,7 @@ class Session:
         # link.rearm_timer() sets to what is due next when bytes arrive.
         lot = trio.lowlevel.ParkingLot()
         while link.reason is None:
-            deadline = min(core.next_deadline(), self._commit_at)
+            deadline = self._timer_deadline()
             link.timer_at = deadline
             with trio.CancelScope(deadline=deadline) as scope:
                 link.timer_scope = scope
