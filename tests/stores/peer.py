@@ -8,7 +8,9 @@ Each end sends N messages (payload ``<role>-<seq>``), continuing after a restart
 
 * ``start sent=S received=R restored=0|1``: a (re)started session and its stored position;
 * ``accepted SEQ``: ``send()`` returned for message SEQ;
-* ``got SEQ PAYLOAD``: ``receive()`` returned PAYLOAD, which was message number SEQ.
+* ``got SEQ PAYLOAD``: ``receive()`` returned PAYLOAD, which was message number SEQ;
+* ``drained``: the client's ``drain()`` returned; it is about to close the session;
+* ``done``: the client closed the session.
 
 The test reads the logs and checks the ledger. The client exits 0 once it has sent N,
 received N and closed the session; the server runs until killed.
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import trio
 
@@ -88,6 +89,9 @@ async def run_client(args: argparse.Namespace, log: Log) -> None:
     async with reliablelink.connect(args.url, client_id="agent", key=KEY, store=store, **OPTIONS) as session:
         await exchange(session, "client", args.count, log)
         await session.drain()
+        # Logged before close() deletes the session from the store: a client killed after
+        # this line has finished, and a restart would rightly begin a new session.
+        log.write("drained")
     log.write("done")
     print("done", flush=True)
 
@@ -108,4 +112,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
