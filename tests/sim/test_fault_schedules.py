@@ -4,13 +4,13 @@ Each example runs a whole client/server exchange under MockClock with a schedule
 pulled cables (both ways and one way), clogs, latency, jitter, bandwidth caps, byte-by-byte
 delivery, resets after N bytes, refused and slow reconnects and, when the server has a
 store (half of the examples), server restarts. Checked after each: the ledger of both
-directions is exact, no queue outgrew the window, the link came back, and no task was left
-behind.
+directions is exact, no queue outgrew the window, the link came back, no connection was
+left open, and afterwards every session ends (closed, or expired), with its handler and its
+tasks, and the store lets go of it.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
 
@@ -28,7 +28,12 @@ from tests.conftest import KEY, KEYS, memory
 WINDOW = 32
 OPTIONS = {"heartbeat_interval": 1.0, "dead_after": 3.0, "max_inflight": WINDOW, "max_inflight_bytes": 32 * 1024}
 TOTAL = 150
+TTL = 600
 _names = itertools.count()
+
+
+def _tasks_under(task: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
+    return [t for n in task.child_nurseries for child in n.child_tasks for t in (child, *_tasks_under(child))]
 
 
 async def scenario(schedule: list[Fault], sizes: list[int], seed: int, stored: bool) -> None:
@@ -42,6 +47,7 @@ async def scenario(schedule: list[Fault], sizes: list[int], seed: int, stored: b
     # guide says, and the test counts those skips.
     applied = 0
     redelivered = 0
+    handlers_running = 0
 
     async def push(session: reliablelink.Session, ledger: Ledger, generation: int | None = None) -> None:
         # A restarted server's handler carries on from what the session says was accepted
@@ -81,9 +87,14 @@ async def scenario(schedule: list[Fault], sizes: list[int], seed: int, stored: b
             peak_queue = max(peak_queue, session.stats.queued, session.stats.in_flight)
 
     async def handler(session: reliablelink.Session) -> None:
-        async with trio.open_nursery() as traffic:
-            traffic.start_soon(push, session, down, generation)
-            traffic.start_soon(serve_pull, session, generation)
+        nonlocal handlers_running
+        handlers_running += 1
+        try:
+            async with trio.open_nursery() as traffic:
+                traffic.start_soon(push, session, down, generation)
+                traffic.start_soon(serve_pull, session, generation)
+        finally:
+            handlers_running -= 1
 
     listener = f"schedule-{next(_names)}"
     # Each store operation takes 5 ms (simulated), so crashes land in the middle of writes.
@@ -93,11 +104,14 @@ async def scenario(schedule: list[Fault], sizes: list[int], seed: int, stored: b
     crashed: set[int] = set()  # generations killed (what they do afterwards never happened)
     server_scope = trio.CancelScope()
     server_done = trio.Event()
+    server_task = trio.lowlevel.current_task()
+    server: reliablelink.Server | None = None
     restarting = trio.Lock()
 
-    async def run_server(task_status: trio.TaskStatus[None]) -> None:
-        nonlocal server_scope, server_done, generation
+    async def run_server(task_status: trio.TaskStatus[reliablelink.Server]) -> None:
+        nonlocal server_scope, server_done, generation, server_task
         generation += 1
+        server_task = trio.lowlevel.current_task()
         server_scope, server_done = trio.CancelScope(), trio.Event()
         try:
             with server_scope:
@@ -105,10 +119,10 @@ async def scenario(schedule: list[Fault], sizes: list[int], seed: int, stored: b
                     handler,
                     f"memory://{listener}",
                     keys=KEYS,
-                    session_ttl=600,
+                    session_ttl=TTL,
                     store=store,
                     task_status=task_status,
-                    **OPTIONS,  # type: ignore[arg-type]
+                    **OPTIONS,
                 )
         finally:
             server_done.set()
@@ -117,7 +131,7 @@ async def scenario(schedule: list[Fault], sizes: list[int], seed: int, stored: b
         # The server "process" stops (its sessions, handlers and connections are gone; the
         # store keeps what it keeps) and starts again on the same address. A crash loses
         # what the stopping server writes on its way down (its graceful-shutdown saves).
-        nonlocal restarts, crashes, store
+        nonlocal restarts, crashes, store, server
         async with restarting:  # a restart drawn while the server is down comes after it
             restarts += 1
             if crash and store is not None:
@@ -127,14 +141,20 @@ async def scenario(schedule: list[Fault], sizes: list[int], seed: int, stored: b
             server_scope.cancel()
             await server_done.wait()
             await trio.sleep(downtime)
-            await nursery.start(run_server)
+            server = await nursery.start(run_server)
 
     # Traffic takes ~8 s and faults end by ~18 s of simulated time: a run still going after
     # 120 s is stuck, and fails fast instead of spinning through reconnects.
-    with trio.fail_after(120):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(run_server)
-            nursery.start_soon(functools.partial(run_schedule, schedule, memory(), listener, restart=restart))
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(120):
+            server = await nursery.start(run_server)
+            schedule_done = trio.Event()
+
+            async def faults() -> None:
+                await run_schedule(schedule, memory(), listener, restart=restart)
+                schedule_done.set()
+
+            nursery.start_soon(faults)
             async with reliablelink.connect(
                 f"memory://{listener}",
                 client_id="agent-1",
@@ -147,19 +167,36 @@ async def scenario(schedule: list[Fault], sizes: list[int], seed: int, stored: b
                     traffic.start_soon(push, session, up)
                     traffic.start_soon(pull, session, down)
                 await session.drain()
-            nursery.cancel_scope.cancel()
-    # Every connection the run opened was closed by its owner: none leaked (each task was
-    # in a nursery, so none can have).
+            await schedule_done.wait()
+        for name, ledger in (("client -> server", up), ("server -> client", down)):
+            result = ledger.result()
+            assert result.exact, (
+                f"{result.line(name)} under schedule {schedule} (store: {stored}, restarts: {restarts})"
+            )
+        # A graceful restart repeats at most the message in hand; a crash, at most what was
+        # handled since the last store write (the acknowledgements wait for that write too).
+        most = (restarts - crashes) + crashes * WINDOW
+        assert redelivered <= most, f"{redelivered} repeated, {restarts} restarts ({crashes} crashes): {schedule}"
+        assert peak_queue <= WINDOW, f"a queue grew to {peak_queue} > window {WINDOW}"
+        # Aftermath, network healed and no more restarts: every session the server holds
+        # ends (closed by the client, or expired after session_ttl if the close never reached
+        # it), and with it its handler and its tasks; the store lets go of every session, a
+        # crashed server's orphans included (their lease lapses and a renewal purges them).
+        await trio.sleep(TTL + 60)
+        assert not handlers_running, f"{handlers_running} handler(s) still running: {schedule}"
+        assert server is not None
+        assert not server.sessions, f"sessions never ended: {list(server.sessions)}: {schedule}"
+        if store is not None:
+            await trio.sleep(TTL * 4 / 3 + TTL / 3)
+            assert not store.session_count, f"{store!r} after every lease lapsed: {schedule}"
+        await trio.testing.wait_all_tasks_blocked()
+        left = sorted(t.name.rsplit(".", 1)[-1] for t in _tasks_under(server_task))
+        idle = sorted(["_expire_detached", "serve", *(["_renew_leases"] if store else [])])
+        assert left == idle, f"tasks left behind: {left} under schedule {schedule}"
+        nursery.cancel_scope.cancel()
+    # Every connection the run opened was closed by its owner: none leaked.
     leaked = [c for c in memory().connections if c.name == listener and not (c.client._closed and c.server._closed)]
     assert not leaked, f"{len(leaked)} connection(s) left open under schedule {schedule}"
-    for name, ledger in (("client -> server", up), ("server -> client", down)):
-        result = ledger.result()
-        assert result.exact, f"{result.line(name)} under schedule {schedule} (store: {stored}, restarts: {restarts})"
-    # A graceful restart repeats at most the message in hand; a crash, at most what was
-    # handled since the last store write (the acknowledgements wait for that write too).
-    most = (restarts - crashes) + crashes * WINDOW
-    assert redelivered <= most, f"{redelivered} repeated, {restarts} restarts ({crashes} crashes): {schedule}"
-    assert peak_queue <= WINDOW, f"a queue grew to {peak_queue} > window {WINDOW}"
 
 
 @settings(
