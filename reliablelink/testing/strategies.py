@@ -119,14 +119,15 @@ async def run_schedule(
     if restart is None and any(f.kind in ("restart", "crash") for f in schedule):
         raise ValueError("the schedule restarts the server: pass run_schedule(..., restart=...)")
     start = trio.current_time()
+    listener_faults = _ListenerFaults(transport, listener)
     async with trio.open_nursery() as nursery:
         for fault in schedule:
             await trio.sleep_until(start + fault.at)
             if fault.kind == "refuse":
-                nursery.start_soon(_refuse_for, transport, listener, fault.duration)
+                nursery.start_soon(listener_faults.refuse_for, fault.duration)
                 continue
             if fault.kind == "slow_connect":
-                nursery.start_soon(_slow_connect_for, transport, listener, fault.value, fault.duration)
+                nursery.start_soon(listener_faults.slow_connect_for, fault.value, fault.duration)
                 continue
             if fault.kind in ("restart", "crash"):
                 assert restart is not None
@@ -167,22 +168,41 @@ def _degrade(conn: MemoryConnection, fault: Fault) -> None:
         raise ValueError(f"unknown fault kind {kind!r} (known: {', '.join(FAULT_KINDS)})")
 
 
-async def _refuse_for(transport: MemoryTransport, listener: str, duration: float) -> None:
-    # While a restarted server is down its listener does not exist (connections are
-    # refused anyway), and the one it comes back with starts fresh.
-    with contextlib.suppress(KeyError):
-        transport.refuse(listener, True)
-    await trio.sleep(duration)
-    with contextlib.suppress(KeyError):
-        transport.refuse(listener, False)
+class _ListenerFaults:
+    """The refusals and connect delays in force on one listener. They may overlap: the
+    listener refuses while any refusal lasts, and delays new connections by the longest
+    delay in force, so the first of two overlapping faults to end does not end both."""
 
+    def __init__(self, transport: MemoryTransport, listener: str) -> None:
+        self.transport = transport
+        self.listener = listener
+        self.refusals = 0
+        self.delays: list[float] = []
 
-async def _slow_connect_for(transport: MemoryTransport, listener: str, delay: float, duration: float) -> None:
-    with contextlib.suppress(KeyError):
-        transport.delay_connect(listener, delay)
-    await trio.sleep(duration)
-    with contextlib.suppress(KeyError):
-        transport.delay_connect(listener, 0.0)
+    def _apply(self) -> None:
+        # While a restarted server is down its listener does not exist (connections are
+        # refused anyway), and the one it comes back with starts fresh.
+        with contextlib.suppress(KeyError):
+            self.transport.refuse(self.listener, self.refusals > 0)
+            self.transport.delay_connect(self.listener, max(self.delays, default=0.0))
+
+    async def refuse_for(self, duration: float) -> None:
+        self.refusals += 1
+        self._apply()
+        try:
+            await trio.sleep(duration)
+        finally:
+            self.refusals -= 1
+            self._apply()
+
+    async def slow_connect_for(self, delay: float, duration: float) -> None:
+        self.delays.append(delay)
+        self._apply()
+        try:
+            await trio.sleep(duration)
+        finally:
+            self.delays.remove(delay)
+            self._apply()
 
 
 async def _unclog_after(conn: MemoryConnection, duration: float) -> None:

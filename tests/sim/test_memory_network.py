@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 from reliablelink.testing import MemoryConnection, MemoryTransport
+from reliablelink.testing.strategies import Fault, run_schedule
 from reliablelink.transports import StreamOptions
 
 OPTIONS = StreamOptions()
@@ -48,9 +49,9 @@ async def _pair(
     return await net.connect()
 
 
-async def _read_all(stream: trio.abc.Stream, total: int) -> list[tuple[float, bytes]]:
+async def _read_all(stream: trio.abc.Stream, total: int) -> list[tuple[float, bytes | bytearray]]:
     """Read ``total`` bytes; return each read with the time it returned."""
-    got: list[tuple[float, bytes]] = []
+    got: list[tuple[float, bytes | bytearray]] = []
     n = 0
     while n < total:
         data = await stream.receive_some(65536)
@@ -60,7 +61,7 @@ async def _read_all(stream: trio.abc.Stream, total: int) -> list[tuple[float, by
 
 
 async def test_latency_and_jitter_delay_bytes_but_keep_their_order(autojump_clock: trio.testing.MockClock) -> None:
-    arrivals: list[list[tuple[float, bytes]]] = []
+    arrivals: list[list[tuple[float, bytes | bytearray]]] = []
     for _ in range(2):
         transport = MemoryTransport()
         async with trio.open_nursery() as nursery:
@@ -164,4 +165,43 @@ async def test_blackhole_is_silent_and_one_way(autojump_clock: trio.testing.Mock
         assert waited.cancelled_caught
         await server.send_all(b"the other way works")
         assert await client.receive_some(100) == b"the other way works"
+        nursery.cancel_scope.cancel()
+
+
+async def test_overlapping_refusals_and_connect_delays_last_until_the_last_one_ends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A short fault inside a long one of the same kind must not end the long one early.
+    transport = MemoryTransport()
+    schedule = [
+        Fault(at=0.0, kind="refuse", duration=5.0),
+        Fault(at=1.0, kind="refuse", duration=1.0),
+        Fault(at=10.0, kind="slow_connect", duration=6.0, value=0.5),
+        Fault(at=11.0, kind="slow_connect", duration=1.0, value=2.0),
+    ]
+
+    async def connect_time() -> float:
+        t0 = trio.current_time()
+        await net.connect()
+        return trio.current_time() - t0
+
+    async with trio.open_nursery() as nursery:
+        net = _Net(transport, nursery)
+        await net.start()
+        start = trio.current_time()
+        nursery.start_soon(run_schedule, schedule, transport, "net")
+        for t, refused in ((0.5, True), (1.5, True), (3.0, True), (4.9, True), (5.1, False)):
+            await trio.sleep_until(start + t)
+            if refused:
+                with pytest.raises(ConnectionRefusedError):
+                    await transport.open_stream(net.url, OPTIONS)
+            else:
+                await net.connect()
+        # The longest delay in force applies; when it ends, the shorter one is back.
+        await trio.sleep_until(start + 11.5)
+        assert await connect_time() == pytest.approx(2.0)
+        await trio.sleep_until(start + 13.0)
+        assert await connect_time() == pytest.approx(0.5)
+        await trio.sleep_until(start + 16.5)
+        assert await connect_time() == 0
         nursery.cancel_scope.cancel()
