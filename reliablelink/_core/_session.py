@@ -130,6 +130,9 @@ class SessionCore:
         # delivery is held, is how a crash loses or repeats messages.
         self.durable = False
         self.released = 0
+        # The last message queued on a connection before the latest detach: replaying up to
+        # here is a resend; a message accepted while detached goes out for the first time.
+        self._wired = 0
         self.committed = 0
         # Incoming direction.
         self.received = 0
@@ -198,7 +201,7 @@ class SessionCore:
             raise RuntimeError("restore() is only valid on a fresh core")
         self.durable = True
         self.next_seq = next_seq
-        self.released = next_seq - 1
+        self.released = self._wired = next_seq - 1  # a restored message may have been sent
         self.acked = acked
         self.unacked = deque(unacked)
         self.unacked_bytes = sum(len(p) for _, p in unacked)
@@ -253,12 +256,13 @@ class SessionCore:
         self._ack_sent_bytes = self._delivered_bytes
         resent = 0
         released = self.released
+        wired = self._wired
         for seq, payload in self.unacked:
             if seq > released:
                 break
             if seq > peer_last_received:
                 self._put_data(seq, ack, payload)
-                resent += 1
+                resent += seq <= wired
         self.stats.resent += resent
         if self.close_sent:
             self._out += U64_FRAME.pack(9, _CLOSE, ack)
@@ -267,6 +271,7 @@ class SessionCore:
         """The connection is gone. Buffers of that connection are dropped; nothing else is."""
         if not self._frame_limit:
             return
+        self._wired = self.released
         self._chunks = []
         self._out = bytearray()
         self._parts = []

@@ -111,6 +111,26 @@ def test_resume_does_not_resend_what_waits_undelivered_in_the_peer_inbox() -> No
     assert drain_inbox(b) == [bytes([i]) for i in range(5)]
 
 
+def test_messages_accepted_while_detached_are_not_counted_as_resent() -> None:
+    p = LinkParams()
+    a, b = SessionCore(p), SessionCore(p)
+    for i in range(3):
+        a.send(bytes([i]))  # before the first connection: never on a wire
+    reattach(a, b)
+    pump(a, b)
+    assert drain_inbox(b) == [bytes([i]) for i in range(3)]
+    assert a.stats.resent == 0
+    a.send(b"lost with the link")  # 4: queued on the first connection, which dies
+    a.data_to_send(0)
+    a.detach()
+    b.detach()
+    a.send(b"while detached")  # 5: first goes out on the next connection
+    reattach(a, b)
+    pump(a, b)
+    assert drain_inbox(b) == [b"lost with the link", b"while detached"]
+    assert a.stats.resent == 1, "only message 4 was on a wire before"
+
+
 def test_duplicates_from_a_peer_resending_too_much_are_dropped() -> None:
     a, b = attached_pair()
     a.send(b"one")
