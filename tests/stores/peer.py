@@ -6,9 +6,10 @@ Each end sends N messages (payload ``<role>-<seq>``), continuing after a restart
 ``session.stats.sent + 1``, and appends what happens to its log with ``os.write`` on an
 ``O_APPEND`` descriptor (one line per event, so a SIGKILL never leaves half a line):
 
-* ``start sent=S received=R restored=0|1``: a (re)started session and its stored position;
-* ``accepted SEQ``: ``send()`` returned for message SEQ;
-* ``got SEQ PAYLOAD``: ``receive()`` returned PAYLOAD, which was message number SEQ;
+* ``start sent=S received=R restored=0|1 h=H``: handler H (``pid.n``) began with the
+  session at its stored position;
+* ``accepted SEQ h=H``: ``send()`` returned for message SEQ;
+* ``got SEQ PAYLOAD h=H``: ``receive()`` returned PAYLOAD, which was message number SEQ;
 * ``drained``: the client's ``drain()`` returned; it is about to close the session;
 * ``done``: the client closed the session.
 
@@ -19,6 +20,7 @@ received N and closed the session; the server runs until killed.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 
 import trio
@@ -40,21 +42,27 @@ class Log:
         os.write(self.fd, f"{self.tag} {line}\n".encode())
 
 
+_handlers = itertools.count(1)
+
+
 async def exchange(session: reliablelink.Session, role: str, count: int, log: Log) -> None:
     stats = session.stats
-    log.write(f"start sent={stats.sent} received={stats.received} restored={int(session.restored)}")
+    # Which handler wrote a line: on a node that lost the session to another, the old
+    # handler's lines can land in the log after the new one's start line.
+    h = f"h={os.getpid()}.{next(_handlers)}"
+    log.write(f"start sent={stats.sent} received={stats.received} restored={int(session.restored)} {h}")
 
     async def push() -> None:
         for seq in range(session.stats.sent + 1, count + 1):
             await session.send(f"{role}-{seq}".encode())
-            log.write(f"accepted {seq}")
+            log.write(f"accepted {seq} {h}")
             await trio.sleep(PACE)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(push)
         while session.stats.received < count:
             message = await session.receive()
-            log.write(f"got {session.stats.received} {message.decode()}")
+            log.write(f"got {session.stats.received} {message.decode()} {h}")
 
 
 def make_store(args: argparse.Namespace) -> SessionStore:
