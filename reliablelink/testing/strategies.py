@@ -113,6 +113,9 @@ async def run_schedule(
             (:meth:`~reliablelink.stores.MemoryStore.snapshot`). The schedule runs on
             while it does.
 
+    Overlapping ``"refuse"`` faults refuse until the last one ends, and overlapping
+    ``"slow_connect"`` faults delay new connections by the longest delay in force.
+
     Raises:
         ValueError: a ``"restart"`` or ``"crash"`` fault and no ``restart`` function.
     """
