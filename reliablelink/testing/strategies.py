@@ -114,7 +114,8 @@ async def run_schedule(
             while it does.
 
     Overlapping ``"refuse"`` faults refuse until the last one ends, and overlapping
-    ``"slow_connect"`` faults delay new connections by the longest delay in force.
+    ``"slow_connect"`` faults delay new connections by the longest delay in force; both
+    apply to a restarted server's listener too, once ``restart`` returns.
 
     Raises:
         ValueError: a ``"restart"`` or ``"crash"`` fault and no ``restart`` function.
@@ -134,7 +135,7 @@ async def run_schedule(
                 continue
             if fault.kind in ("restart", "crash"):
                 assert restart is not None
-                nursery.start_soon(restart, fault.duration, fault.kind == "crash")
+                nursery.start_soon(listener_faults.restart, restart, fault.duration, fault.kind == "crash")
                 continue
             for conn in transport.connections_to(listener):
                 _cut(conn, fault, nursery)
@@ -188,6 +189,11 @@ class _ListenerFaults:
         with contextlib.suppress(KeyError):
             self.transport.refuse(self.listener, self.refusals > 0)
             self.transport.delay_connect(self.listener, max(self.delays, default=0.0))
+
+    async def restart(self, restart: Callable[[float, bool], Awaitable[object]], downtime: float, crash: bool) -> None:
+        await restart(downtime, crash)
+        # The restarted server listens afresh; the network's faults still hold for it.
+        self._apply()
 
     async def refuse_for(self, duration: float) -> None:
         self.refusals += 1

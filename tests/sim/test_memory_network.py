@@ -205,3 +205,39 @@ async def test_overlapping_refusals_and_connect_delays_last_until_the_last_one_e
         await trio.sleep_until(start + 16.5)
         assert await connect_time() == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_refusal_in_force_holds_for_a_restarted_listener(autojump_clock: trio.testing.MockClock) -> None:
+    # The fault models the network, not the server: a server restarted while connections
+    # are refused is refused too until the fault ends.
+    transport = MemoryTransport()
+    schedule = [Fault(at=0.0, kind="refuse", duration=5.0), Fault(at=1.0, kind="restart", duration=1.0)]
+
+    async with trio.open_nursery() as nursery:
+        net = _Net(transport, nursery)
+        scope = trio.CancelScope()
+
+        async def idle(stream: trio.abc.Stream) -> None:
+            await trio.sleep_forever()
+
+        async def listen(task_status: trio.TaskStatus[str]) -> None:
+            with scope:
+                await transport.serve(net.url, idle, OPTIONS, task_status=task_status)
+
+        async def restart(downtime: float, crash: bool) -> None:
+            nonlocal scope
+            scope.cancel()
+            await trio.sleep(downtime)
+            scope = trio.CancelScope()
+            await nursery.start(listen)
+
+        await nursery.start(listen)
+        start = trio.current_time()
+        nursery.start_soon(functools.partial(run_schedule, schedule, transport, "net", restart=restart))
+        for t in (2.5, 4.9):
+            await trio.sleep_until(start + t)
+            with pytest.raises(ConnectionRefusedError):
+                await transport.open_stream(net.url, OPTIONS)
+        await trio.sleep_until(start + 5.1)
+        await transport.open_stream(net.url, OPTIONS)
+        nursery.cancel_scope.cancel()
