@@ -65,9 +65,9 @@ class CoreStats:
     Attributes:
         sent: messages accepted by ``send`` (each counted once, however often resent).
         received: messages received in order and queued for the application.
-        resent: DATA frames sent again after a reconnect (a message accepted while no
-            connection was up goes out for the first time, and is not counted; a message
-            restored from a store is, as it may have been sent before).
+        resent: DATA frames sent again after a reconnect: messages that had been queued on
+            an earlier connection (a message first queued on this one is not counted; a
+            message restored from a store is, as it may have been sent before).
         duplicates_dropped: DATA frames dropped because that sequence number was already held.
         acked: messages the peer has acknowledged.
         pings_sent: heartbeats sent.

@@ -183,35 +183,38 @@ class _ListenerFaults:
         self.refusals = 0
         self.delays: list[float] = []
 
-    def _apply(self) -> None:
+    def _set(self, refuse: bool | None, delay: float | None) -> None:
         # While a restarted server is down its listener does not exist (connections are
         # refused anyway), and the one it comes back with starts fresh.
         with contextlib.suppress(KeyError):
-            self.transport.refuse(self.listener, self.refusals > 0)
-            self.transport.delay_connect(self.listener, max(self.delays, default=0.0))
+            if refuse is not None:
+                self.transport.refuse(self.listener, refuse)
+            if delay is not None:
+                self.transport.delay_connect(self.listener, delay)
 
     async def restart(self, restart: Callable[[float, bool], Awaitable[object]], downtime: float, crash: bool) -> None:
         await restart(downtime, crash)
-        # The restarted server listens afresh; the network's faults still hold for it.
-        self._apply()
+        # The restarted server listens afresh; the network's faults in force still hold.
+        self._set(True if self.refusals else None, max(self.delays) if self.delays else None)
 
     async def refuse_for(self, duration: float) -> None:
         self.refusals += 1
-        self._apply()
+        self._set(True, None)
         try:
             await trio.sleep(duration)
         finally:
             self.refusals -= 1
-            self._apply()
+            if not self.refusals:
+                self._set(False, None)
 
     async def slow_connect_for(self, delay: float, duration: float) -> None:
         self.delays.append(delay)
-        self._apply()
+        self._set(None, max(self.delays))
         try:
             await trio.sleep(duration)
         finally:
             self.delays.remove(delay)
-            self._apply()
+            self._set(None, max(self.delays, default=0.0))
 
 
 async def _unclog_after(conn: MemoryConnection, duration: float) -> None:

@@ -62,31 +62,38 @@ def check(log_lines: list[str], sender: str, receiver: str, count: int) -> Direc
     next_expected = 1
     restarts_seen = 0
     holder = {sender: "", receiver: ""}  # the handler that started last, per role
+    started_at = {sender: 0, receiver: 0}  # ... and the stored position it started from
+    own: dict[str, int] = {}  # per handler: the last message it accepted or received
     for line in log_lines:
         tag, event, *rest = line.split()
         role = tag.split("-")[0]
         fields = dict(item.split("=") for item in rest if "=" in item)
-        stale = event in ("accepted", "got") and fields.get("h", "") != holder[role]
+        h = fields.get("h", "")
+        stale = event in ("accepted", "got") and h != holder[role]
+        if event == "start":
+            holder[role] = h
+            started_at[role] = own[h] = int(fields["sent" if role == sender else "received"])
         if role == sender and event == "start":
-            holder[role] = fields.get("h", "")
-            stored = int(fields["sent"])
+            stored = started_at[role]
             if stored < d.accepted:
                 d.errors.append(f"{sender} restarted with {stored} accepted, but had logged {d.accepted}: lost")
             d.accepted = stored
-        elif role == sender and event == "accepted" and stale:
-            # A handler whose session another node took over, logging late: what it
-            # accepted must be in the position the new handler started from.
-            seq = int(rest[0])
-            if seq > d.accepted:
-                d.errors.append(f"{sender} accepted {seq} after another handler took over at {d.accepted}: lost")
         elif role == sender and event == "accepted":
             seq = int(rest[0])
-            if seq != d.accepted + 1:
-                d.errors.append(f"{sender} accepted {seq} after {d.accepted}")
+            if seq != own.get(h, 0) + 1:
+                d.errors.append(f"{sender} handler {h} accepted {seq} after {own.get(h, 0)}")
+            own[h] = seq
+            if stale:
+                # A handler whose session another node took over, logging late: what it
+                # accepted must be within the position the new handler started from.
+                if seq > started_at[role]:
+                    d.errors.append(
+                        f"{sender} accepted {seq} after another handler took over at {started_at[role]}: lost"
+                    )
+                continue
             d.accepted = seq
         elif role == receiver and event == "start":
-            holder[role] = fields.get("h", "")
-            stored = int(fields["received"])
+            stored = started_at[role]
             if restarts_seen and stored > next_expected - 1:
                 d.errors.append(f"{receiver} restarted at {stored} but only {next_expected - 1} were delivered")
             restarts_seen += 1
@@ -96,10 +103,13 @@ def check(log_lines: list[str], sender: str, receiver: str, count: int) -> Direc
             seq, payload = int(rest[0]), rest[1]
             if payload != f"{sender}-{seq}":
                 d.errors.append(f"{receiver} got {payload!r} as message {seq}")
+            if seq != own.get(h, 0) + 1:
+                d.errors.append(f"{receiver} handler {h} got message {seq} after {own.get(h, 0)}")
+            own[h] = seq
             if stale:
                 # Handed to a handler whose session another node took over, logging late;
                 # beyond the new handler's starting position it is delivered again there.
-                d.redelivered += seq >= next_expected
+                d.redelivered += seq > started_at[role]
                 continue
             if seq != next_expected:
                 d.errors.append(f"{receiver} got message {seq}, expected {next_expected}")
@@ -122,6 +132,15 @@ def test_the_checker_accepts_a_late_line_from_a_replaced_handler_only_if_nothing
     lost = ["server-1 start sent=0 received=0 restored=1 h=2.1", "server-0 accepted 1 h=1.1"]
     bad = check(head[:1] + lost + ["server-1 accepted 1 h=2.1", *tail], "server", "client", 2)
     assert bad.errors == ["server accepted 1 after another handler took over at 0: lost"]
+    # The same loss, with node 0's late line after node 1's own accepts: still caught.
+    later = ["server-1 start sent=0 received=0 restored=1 h=2.1", "server-1 accepted 1 h=2.1"]
+    later += ["server-1 accepted 2 h=2.1", "server-0 accepted 1 h=1.1"]
+    bad = check(head[:1] + later + tail[1:], "server", "client", 2)
+    assert bad.errors == ["server accepted 1 after another handler took over at 0: lost"]
+    # A replaced receiving handler's late lines keep their own order.
+    mixed = ["client start sent=0 received=0 restored=0 h=3.1", "client got 1 server-1 h=3.1"]
+    mixed += ["client start sent=0 received=1 restored=1 h=4.1", "client got 3 server-3 h=3.1"]
+    assert check(mixed, "server", "client", 3).errors[0] == "client handler 3.1 got message 3 after 1"
 
 
 class Peer:
