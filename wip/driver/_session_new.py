@@ -1,0 +1,347 @@
+"""The public :class:`Session`: the application's view of a session, a ``trio.abc.Channel[bytes]``.
+
+``send``/``receive`` and their batch forms touch the sans-I/O core and ask the session's
+:class:`~reliablelink._carrier.Carrier` to put what the core queued on the wire or to wait;
+the carrier carries the session over one connection at a time, and the connection's bytes
+go in and out only through :mod:`reliablelink._link`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import final
+
+import trio
+
+from ._carrier import Carrier, ClosedByPeer, ClosedLocally, LinkState
+from ._core import SessionCore
+from ._errors import MessageTooLarge, SessionClosed
+
+__all__ = ["ClosedByPeer", "ClosedLocally", "LinkState", "Session", "SessionStats"]
+
+# send()/receive() are cancellation points on every call, and schedule points whenever they
+# wait and at least once every _YIELD_EVERY calls. A schedule point per call would cap a
+# session near one message per pass of the scheduler (~85k/s); this keeps other tasks
+# running while letting the writer batch many messages into one write.
+_YIELD_EVERY = 64
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStats:
+    """A snapshot of a session's counters (see :attr:`Session.stats`).
+
+    Attributes:
+        sent: messages accepted by ``send``.
+        received: messages handed to the application by ``receive``.
+        resent: messages sent again after a reconnect.
+        acked: messages the peer acknowledged.
+        in_flight: messages sent and not yet acknowledged.
+        in_flight_bytes: their payload bytes.
+        queued: messages received and waiting for ``receive``.
+        duplicates_dropped: duplicate messages dropped.
+        reconnects: connections after the first.
+        offline_seconds: total time spent without a connection after the first one.
+        link_state: connected, reconnecting or closed.
+        rtt: last heartbeat round-trip time in seconds, or ``None``.
+        pings_sent: heartbeats sent.
+    """
+
+    sent: int
+    received: int
+    resent: int
+    acked: int
+    in_flight: int
+    in_flight_bytes: int
+    queued: int
+    duplicates_dropped: int
+    reconnects: int
+    offline_seconds: float
+    link_state: LinkState
+    rtt: float | None
+    pings_sent: int
+
+
+
+
+@final
+class Session(trio.abc.Channel[bytes]):
+    """An ordered, exactly-once, two-way stream of messages that outlives its connections.
+
+    Obtained from :func:`reliablelink.connect` or passed to a :func:`reliablelink.serve`
+    handler; never constructed directly. A lost connection makes ``send`` and ``receive``
+    wait while the link is re-established; nothing is lost, repeated or reordered.
+    ``send``/``receive`` may be called from different tasks concurrently; several tasks
+    calling ``receive`` each get different messages.
+
+    A :class:`trio.abc.Channel` of ``bytes``: code written against Trio's channels accepts
+    it, ``async for`` ends quietly when the peer closes the session (the end is
+    :class:`ClosedByPeer`, a :class:`trio.EndOfChannel`), and ``async with session`` closes
+    it on the way out. A move, a fence or an expiry ends ``async for`` with its error.
+    """
+
+    def __init__(self, carrier: Carrier, *, session_id: bytes, client_id: str, restored: bool = False) -> None:
+        self._carrier = carrier
+        self._core: SessionCore = carrier.core
+        self._session_id = session_id
+        self.client_id = client_id
+        """The authenticated client id."""
+        self._restored = restored
+        # Calls left before send()/receive() must yield to the scheduler.
+        self._budget = _YIELD_EVERY
+        # Whether this session's send()/receive() waited or yielded since their last call:
+        # the next message sent is then likely a lone one (a reply), written at once.
+        self._fresh = True
+
+    # -- identity and state ------------------------------------------------------------
+
+    @property
+    def session_id(self) -> str:
+        """The session's id (hex), the same on both ends and across reconnects."""
+        return self._session_id.hex()
+
+    @property
+    def restored(self) -> bool:
+        """Whether this process loaded the session from its store (after a restart, or on
+        another server node) rather than creating it."""
+        return self._restored
+
+    @property
+    def link_state(self) -> LinkState:
+        """``CONNECTED`` while a connection carries the session, ``RECONNECTING`` between
+        connections, ``CLOSED`` once the session has ended."""
+        return self._carrier.link_state
+
+    def statistics(self) -> SessionStats:
+        """A snapshot of the session's counters (as Trio's objects name it)."""
+        core = self._core
+        s = core.stats
+        carrier = self._carrier
+        offline = carrier.offline_total
+        if carrier.offline_since is not None:
+            offline += trio.current_time() - carrier.offline_since
+        return SessionStats(
+            sent=s.sent,
+            received=core.delivered,
+            resent=s.resent,
+            acked=s.acked,
+            in_flight=len(core.unacked),
+            in_flight_bytes=core.unacked_bytes,
+            queued=len(core.inbox),
+            duplicates_dropped=s.duplicates_dropped,
+            reconnects=max(0, s.attaches - 1),
+            offline_seconds=offline,
+            link_state=carrier.link_state,
+            rtt=s.rtt,
+            pings_sent=s.pings_sent,
+        )
+
+    @property
+    def stats(self) -> SessionStats:
+        """A snapshot of the session's counters (the same as :meth:`statistics`)."""
+        return self.statistics()
+
+    async def wait_link_change(self) -> LinkState:
+        """Wait until :attr:`link_state` changes; return the new state.
+
+        For showing "reconnecting…" in a user interface without handling errors. Once the
+        session is ``CLOSED`` it returns ``CLOSED`` at once, every time: stop watching then.
+        """
+        before = self._carrier.link_state
+        if before is LinkState.CLOSED:
+            await trio.lowlevel.checkpoint()
+        else:
+            await self._carrier.wait_link_change(before)
+        return self._carrier.link_state
+
+    # -- sending -----------------------------------------------------------------------
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Send one message. Returns once the session holds it; waits while the window is full.
+
+        A message counts as *accepted* when ``send`` returns: from then on it is delivered
+        exactly once unless the session expires or is closed. Use :meth:`drain` to wait
+        until the peer has it.
+
+        Checkpoints: a cancellation point on every call; a schedule point whenever it
+        waits, and otherwise once every 64 calls of ``send``/``receive`` on this session (a
+        schedule point per message would cap a session near 85,000 messages a second).
+
+        Raises:
+            MessageTooLarge: larger than the agreed ``max_message_size`` (also a ``ValueError``).
+            ClosedByPeer: the peer closed the session (a :class:`SessionClosed`).
+            ClosedLocally: this side closed it (a :class:`SessionClosed`).
+            SessionMoved: the session was attached elsewhere.
+            SessionExpired: the server forgot the session.
+            TypeError: ``data`` is not bytes-like.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        payload = data if type(data) is bytes else _as_bytes(data)
+        core = self._core
+        carrier = self._carrier
+        try:
+            accepted = core.try_send(payload)
+        except SessionClosed:
+            carrier.raise_if_ended()
+            raise
+        if not accepted:
+            await self._send_when_open(payload)
+            eager = self._fresh = True
+        else:
+            eager = self._fresh
+            self._fresh = False
+            if self._budget:
+                self._budget -= 1
+            else:
+                self._budget = _YIELD_EVERY
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                self._fresh = True
+        if carrier.durability is not None:
+            await carrier.persist()
+        else:
+            carrier.flush(eager)
+
+    async def _send_when_open(self, payload: bytes) -> None:
+        """Wait for the window, then hand ``payload`` to the core (the slow path of send)."""
+        while True:
+            await self._carrier.wait_window(len(payload))
+            if self._core.try_send(payload):
+                self._budget = _YIELD_EVERY
+                return
+
+    async def send_many(self, messages: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Send several messages in order with one checkpoint for the batch.
+
+        Waits for the window as needed between messages; if it raises, the messages before
+        the failing one were accepted and the rest were not.
+
+        Raises:
+            The same as :meth:`send`.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        core = self._core
+        carrier = self._carrier
+        limit = core.params.max_message_size
+        payloads = [data if type(data) is bytes else _as_bytes(data) for data in messages]
+        too_large: MessageTooLarge | None = None
+        for i, payload in enumerate(payloads):
+            if len(payload) > limit:
+                # The messages before it are still sent, as documented.
+                too_large = MessageTooLarge(len(payload), limit)
+                del payloads[i:]
+                break
+        waited = False
+        i = 0
+        end = len(payloads)
+        while True:
+            try:
+                i = core.send_many(payloads, i)
+            except SessionClosed:
+                carrier.raise_if_ended()
+                raise
+            if i == end:
+                break
+            if carrier.durability is not None:
+                await carrier.persist()
+            carrier.kick_writer()
+            await carrier.wait_window(len(payloads[i]))
+            waited = True
+        if carrier.durability is not None:
+            await carrier.persist()
+        else:
+            carrier.kick_writer()
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+        if too_large is not None:
+            raise too_large
+
+    async def drain(self) -> None:
+        """Wait until the peer has acknowledged every message sent so far.
+
+        Raises:
+            SessionClosed, SessionExpired: the session ended with messages unacknowledged.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        await self._carrier.wait_acked()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    # -- receiving ---------------------------------------------------------------------
+
+    async def receive(self) -> bytes:
+        """Return the next message: in order, exactly once. Waits until one arrives.
+
+        Checkpoints: as :meth:`send`.
+
+        Raises:
+            ClosedByPeer: the peer closed the session and every message it sent before the
+                close has been received (a :class:`SessionClosed` and a
+                :class:`trio.EndOfChannel`: ``async for`` ends quietly).
+            ClosedLocally: this side closed the session.
+            SessionMoved: the session was attached elsewhere.
+            SessionExpired: the server forgot the session.
+        """
+        core = self._core
+        carrier = self._carrier
+        if carrier.durability is not None:
+            # Calling receive() again says the application is done with what it had, even
+            # if this call is cancelled at once.
+            carrier.mark_handled()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not core.inbox:
+            await carrier.wait_inbox()
+            self._budget = _YIELD_EVERY
+            self._fresh = True
+        elif self._budget:
+            self._budget -= 1
+            self._fresh = False
+        else:
+            self._budget = _YIELD_EVERY
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            self._fresh = True
+        data = core.take()
+        if core.has_data_to_send():
+            # An ACK after this delivery: the sender may be waiting for it to open its window.
+            carrier.flush(eager=True)
+        return data
+
+    async def receive_many(self, max_count: int = 1000) -> list[bytes]:
+        """Return up to ``max_count`` messages that are ready now (at least one; waits for it).
+
+        Raises:
+            The same as :meth:`receive`.
+        """
+        if max_count < 1:
+            raise ValueError(f"max_count must be at least 1, got {max_count}")
+        core = self._core
+        carrier = self._carrier
+        if carrier.durability is not None:
+            carrier.mark_handled()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not core.inbox:
+            await carrier.wait_inbox()
+            self._budget = _YIELD_EVERY
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        batch = core.take_many(max_count)
+        if core.has_data_to_send():
+            carrier.flush(eager=True)
+        return batch
+
+    # -- closing -----------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the session: drain, send CLOSE, wait for the peer's CLOSE (all bounded by
+        ``close_timeout``). Safe to call more than once and under cancellation: if
+        cancelled, the session is closed at once without waiting. Using the session
+        afterwards raises :class:`ClosedLocally`."""
+        await self._carrier.close()
+
+
+def _as_bytes(data: object) -> bytes:
+    """``data`` as bytes, or a ``TypeError`` that says what a message must be."""
+    if isinstance(data, str):
+        raise TypeError("a message is bytes, not str: encode it first, for example text.encode()")
+    try:
+        return memoryview(data).tobytes()  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"a message is bytes, bytearray or memoryview, not {type(data).__name__}") from None
