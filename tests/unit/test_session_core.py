@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reliablelink import ProtocolError, SessionClosed
-from reliablelink._core import LinkDead, LinkParams, PeerClosed, SessionCore, SessionState
+from reliablelink import MessageTooLarge, ProtocolError, SessionClosed
+from reliablelink._core import LinkDead, LinkParams, OurSide, PeerClosed, SessionCore, SessionState, TheirSide
 from reliablelink._core._frames import DATA_HEADER, HEADER, U64_FRAME, FrameType, encode_frame
 from reliablelink._core._session import LARGE_PAYLOAD
-from reliablelink._core._state import TRANSITIONS, Transition, next_state
+from reliablelink._core._state import (
+    OUR_TRANSITIONS,
+    TRANSITIONS,
+    SideEvent,
+    Transition,
+    next_our_side,
+    next_state,
+    next_their_side,
+)
 from tests.corepair import attached_pair, drain_inbox, pump, reattach
 
 SMALL = LinkParams(
@@ -381,3 +390,131 @@ def test_large_payloads_go_out_uncopied_and_arrive_whole(sizes: list[int], cuts:
     assert all(type(m) is bytes for m in received), "receive() hands out bytes"
     assert b._conn is not None
     assert not b._conn.parts and not b._conn.need
+
+
+def test_try_send_refuses_too_large_and_returns_zero_on_a_full_window() -> None:
+    a, _ = attached_pair(SMALL)
+    with pytest.raises(MessageTooLarge, match="1025 bytes > max_message_size 1024"):
+        a.try_send(b"x" * 1025)
+    assert a.next_seq == 1 and not a.unacked
+    for i in range(8):
+        assert a.try_send(b"x") == i + 1
+    before = (a.next_seq, len(a.unacked), a.unacked_bytes, a.stats.sent, bytes(a.data_to_send(0)))
+    assert a.try_send(b"x") == 0, "full window: nothing accepted"
+    assert (a.next_seq, len(a.unacked), a.unacked_bytes, a.stats.sent, bytes(a.data_to_send(0))) == (
+        *before[:4],
+        b"",
+    ), "a refused message changes nothing and queues nothing"
+
+
+def test_send_many_stops_where_the_window_shuts_and_continues_from_there() -> None:
+    a, b = attached_pair(SMALL)
+    payloads = [bytes([i]) for i in range(12)]
+    assert a.send_many(payloads) == 8
+    pump(a, b)
+    drain_inbox(b)
+    pump(a, b)
+    assert a.send_many(payloads, 8) == 12
+    pump(a, b)
+    assert drain_inbox(b) == payloads[8:]
+
+
+def test_stop_sending_refuses_new_messages_but_delivers_the_accepted_ones() -> None:
+    a, b = attached_pair()
+    a.try_send(b"accepted")
+    a.stop_sending()
+    a.stop_sending()  # idempotent
+    assert a.our_state is OurSide.STOPPED and a.send_closed and not a.close_sent
+    with pytest.raises(SessionClosed, match="closing or closed"):
+        a.try_send(b"late")
+    with pytest.raises(SessionClosed, match="closing or closed"):
+        a.send_many([b"late"])
+    pump(a, b)
+    assert drain_inbox(b) == [b"accepted"] and not b.peer_closed, "no CLOSE until close()"
+    a.close()
+    a.close()  # idempotent
+    assert a.our_state is OurSide.CLOSE_SENT and a.state is SessionState.CLOSING
+    pump(a, b)
+    assert b.their_state is TheirSide.CLOSE_RECEIVED and b.our_state is OurSide.CLOSE_SENT
+    assert a.peer_closed and a.state is SessionState.CLOSED and b.state is SessionState.CLOSED
+
+
+def test_close_is_resent_on_every_attach_until_answered() -> None:
+    a, b = attached_pair()
+    a.close()
+    a.data_to_send(0)  # lost with the connection
+    reattach(a, b)
+    pump(a, b)
+    assert b.peer_closed and a.state is SessionState.CLOSED
+
+
+def test_an_ended_session_sends_nothing_more() -> None:
+    a, _ = attached_pair()
+    a.detach()
+    a.finish(Transition.EXPIRE)
+    assert a.our_state is OurSide.STOPPED and a.send_closed
+    with pytest.raises(SessionClosed):
+        a.try_send(b"x")
+    a.close()
+    assert a.state is SessionState.EXPIRED and not a.close_sent, "nobody to tell: close() only stops sending"
+
+
+def test_side_tables_reject_impossible_transitions() -> None:
+    assert next_our_side(OurSide.CLOSE_SENT, SideEvent.STOP_SENDING) is OurSide.CLOSE_SENT
+    with pytest.raises(RuntimeError, match="our side"):
+        next_our_side(OurSide.CLOSE_SENT, SideEvent.SEND_CLOSE)
+    with pytest.raises(RuntimeError, match="their side"):
+        next_their_side(TheirSide.CLOSE_RECEIVED, SideEvent.RECEIVE_CLOSE)
+    assert not any(side is OurSide.CLOSE_SENT and to is not side for (side, _), to in OUR_TRANSITIONS.items())
+
+
+def test_second_close_from_the_peer_is_a_protocol_error() -> None:
+    _, b = attached_pair()
+    b.receive_data(U64_FRAME.pack(9, FrameType.CLOSE, 0), 0.0)
+    with pytest.raises(ProtocolError, match="twice"):
+        b.receive_data(U64_FRAME.pack(9, FrameType.CLOSE, 0), 0.0)
+
+
+def test_connection_state_lives_and_dies_with_the_connection() -> None:
+    a, b = attached_pair(SMALL, now=2.0)
+    assert a.attached and a.last_recv == a.last_send == 2.0
+    a.try_send(b"x" * 100)
+    b.receive_data(bytes(a.data_to_send(2.0))[:10], 2.0)  # half a frame pending
+    assert b._conn is not None and b._conn.need
+    b.detach()
+    assert not b.attached and b._conn is None and b.next_deadline() == math.inf
+    assert b.buffers_to_send(3.0) == [] and not b.has_data_to_send()
+    b.attach(b.params, 0, 3.0)
+    assert b._conn is not None and not b._conn.parts and not b._conn.need, "no half frame carried over"
+
+
+def test_arrived_counts_queued_messages_delivered_counts_taken_ones() -> None:
+    a, b = attached_pair()
+    a.try_send(b"1")
+    a.try_send(b"2")
+    pump(a, b)
+    b.take()
+    assert b.stats.arrived == 2 and b.delivered == 1
+
+
+def test_replay_and_release_use_the_same_frames_as_a_live_send() -> None:
+    """A message's frame is the same whether sent live, replayed on attach or released by a store."""
+    live_a, live_b = attached_pair()
+    payloads = [b"small", b"L" * LARGE_PAYLOAD]
+    for p in payloads:
+        live_a.try_send(p)
+    live = bytes(live_a.data_to_send(0))[U64_FRAME.size :]
+    replay_a = SessionCore(LinkParams())
+    for p in payloads:
+        replay_a.try_send(p)
+    replay_a.attach(replay_a.params, 0, 0.0)
+    assert bytes(replay_a.data_to_send(0))[U64_FRAME.size :] == live
+    durable_a, _ = attached_pair()
+    durable_a.durable = True
+    durable_a.data_to_send(0)
+    for p in payloads:
+        durable_a.try_send(p)
+    assert not durable_a.has_data_to_send()
+    durable_a.durable_done(2, 0)
+    assert bytes(durable_a.data_to_send(0)) == live
+    del live_b
