@@ -182,7 +182,7 @@ class SessionCore:
     """
 
     def __init__(self, params: LinkParams, *, ack_delay: float = 0.02) -> None:
-        self.params = params
+        self._params = params
         self.ack_delay = ack_delay
         self.state = SessionState.NEW
         self.our_state = OurSide.OPEN
@@ -211,8 +211,9 @@ class SessionCore:
         self.ack_sent = 0
         self._ack_sent_bytes = 0
         self._delivered_bytes = 0
-        self._ack_every = 1
-        self._ack_every_bytes = 1
+        # Copies of the limits in ``params``, read on the per-message path.
+        self._max_size = self._max_count = self._max_bytes = 0
+        self._ack_every = self._ack_every_bytes = 1
         self._conn: _Conn | None = None
         self._set_limits(params)
 
@@ -267,8 +268,20 @@ class SessionCore:
             # An ended session sends nothing more: one test (``our_state``) covers both.
             self.our_state = next_our_side(self.our_state, SideEvent.STOP_SENDING)
 
+    @property
+    def params(self) -> LinkParams:
+        """The link parameters in force: the local ones, then the agreed ones of each attach."""
+        return self._params
+
+    @params.setter
+    def params(self, params: LinkParams) -> None:
+        self._set_limits(params)
+
     def _set_limits(self, params: LinkParams) -> None:
-        self.params = params
+        self._params = params
+        self._max_size = params.max_message_size
+        self._max_count = params.max_inflight
+        self._max_bytes = params.max_inflight_bytes
         # A standalone ACK after a quarter of the window keeps the sender from stalling
         # while sending at most a handful of ACK frames per window.
         self._ack_every = max(1, params.max_inflight // 4)
@@ -360,9 +373,7 @@ class SessionCore:
         fits ``max_message_size`` can be sent.
         """
         n = len(self.unacked)
-        if n == 0:
-            return True
-        return n < self.params.max_inflight and self.unacked_bytes + size <= self.params.max_inflight_bytes
+        return not n or (n < self._max_count and self.unacked_bytes + size <= self._max_bytes)
 
     def try_send(self, payload: bytes) -> int:
         """Accept one message if the window has room; return its sequence number, or 0.
@@ -377,9 +388,8 @@ class SessionCore:
                 the peer's CLOSE, or the session ended).
         """
         n = len(payload)
-        params = self.params
-        if n > params.max_message_size:
-            raise MessageTooLarge(n, params.max_message_size)
+        if n > self._max_size:
+            raise MessageTooLarge(n, self._max_size)
         if self.our_state is not _OPEN:
             raise SessionClosed(_CLOSED_MESSAGE)
         if not self.window_open(n):
@@ -740,9 +750,7 @@ class SessionCore:
                         inbox.append(view[pos + DATA_HEADER_SIZE : stop] if body is None else body)
                         received = seq
                         self.inbox_bytes += length - DATA_BODY_OVERHEAD
-                        if len(inbox) > self.params.max_inflight or (
-                            self.inbox_bytes > self.params.max_inflight_bytes and len(inbox) > 1
-                        ):
+                        if len(inbox) > self._max_count or (self.inbox_bytes > self._max_bytes and len(inbox) > 1):
                             raise ProtocolError(
                                 f"peer exceeded the window ({len(inbox)} messages, "
                                 f"{self.inbox_bytes} bytes unacknowledged)"
@@ -825,7 +833,7 @@ class SessionCore:
         conn = self._conn
         if conn is None:
             return _INF
-        p = self.params
+        p = self._params
         return min(conn.last_send + p.heartbeat_interval, conn.last_recv + p.dead_after, conn.ack_due)
 
     def handle_timer(self, now: float) -> list[Event]:
@@ -833,7 +841,7 @@ class SessionCore:
         conn = self._conn
         if conn is None:
             return []
-        p = self.params
+        p = self._params
         # Compare with the same sum next_deadline() returned: ``now - last_recv >= dead_after``
         # can be false at that very instant through float rounding, and the timer would spin.
         if now >= conn.last_recv + p.dead_after:
