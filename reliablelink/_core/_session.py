@@ -485,8 +485,16 @@ class SessionCore:
                 conn.out = out = bytearray()
 
     def durable_done(self, released: int, delivered: int) -> None:
-        """The store now holds every message up to ``released`` and the delivery position
-        ``delivered``: let those messages go on the wire and acknowledge up to ``delivered``."""
+        """The store now holds messages up to ``released`` and the position ``delivered``.
+
+        Those messages may go on the wire now, and the ACK may cover up to ``delivered``
+        (:class:`~._cursor.StoreCursor` calls this; so may a driver that keeps its own
+        bookkeeping).
+
+        Args:
+            released: the last sequence number the store holds.
+            delivered: the delivery position the store holds.
+        """
         if delivered > self.committed:
             self.committed = min(delivered, self.delivered)
         conn = self._conn
