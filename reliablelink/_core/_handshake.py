@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -42,7 +43,16 @@ from ._frames import (
 )
 from ._params import WIRE_SIZE, LinkParams, negotiate
 
-__all__ = ["ClientHandshake", "HandshakeResult", "ResumeRequest", "ServerHandshake"]
+__all__ = [
+    "ClientHandshake",
+    "HandshakeResult",
+    "ResumeRequest",
+    "ServerHandshake",
+    "new_session_id",
+    "new_token",
+    "resume_allowed",
+    "rotate_tokens",
+]
 
 NONCE_SIZE = 32
 MAC_SIZE = 32
@@ -362,3 +372,47 @@ def new_session_id() -> bytes:
 def new_token() -> bytes:
     """A fresh random resume token."""
     return os.urandom(TOKEN_SIZE)
+
+
+def resume_allowed(*, owner: str, client_id: str, presented: bytes, current: bytes, previous: bytes) -> bool:
+    """Whether an authenticated client may resume a session with the token it presented.
+
+    True iff the session belongs to ``client_id`` and ``presented`` is the session's current
+    token, or its previous one (when there is one: the WELCOME carrying the current token
+    may have been lost with its connection). Every comparison is made, in constant time,
+    whatever the outcome of the others, so another client's session and a wrong token get
+    the same answer in the same time.
+
+    Args:
+        owner: the client id the session belongs to.
+        client_id: the client id the handshake authenticated.
+        presented: the token in the client's AUTH.
+        current: the latest token issued for the session.
+        previous: the token before it, or ``b""`` once the client proved it holds ``current``.
+    """
+    owner_ok = hmac.compare_digest(owner.encode(), client_id.encode())
+    current_ok = hmac.compare_digest(presented, current)
+    previous_ok = hmac.compare_digest(presented, previous)
+    return owner_ok & (current_ok | (previous_ok & bool(previous)))
+
+
+def rotate_tokens(
+    presented: bytes, current: bytes, previous: bytes, *, make_token: Callable[[], bytes] = new_token
+) -> tuple[bytes, bytes]:
+    """The session's tokens after an accepted resume (see :func:`resume_allowed`).
+
+    A fresh token is issued on every attach. The previous token stays valid only until the
+    client proves it holds the newer one: presenting ``current`` retires ``previous``.
+
+    Args:
+        presented: the token the client presented (already accepted).
+        current: the session's current token.
+        previous: the session's previous token (``b""`` if none).
+        make_token: the source of fresh tokens (tests inject a deterministic one).
+
+    Returns:
+        ``(new_current, new_previous)``: the token to send in WELCOME, and the one that
+        stays valid beside it.
+    """
+    new_previous = current if hmac.compare_digest(presented, current) else previous
+    return make_token(), new_previous

@@ -1,10 +1,11 @@
 """The sans-I/O session: sequence numbers, window, acknowledgements, heartbeats, resume, close.
 
 A :class:`SessionCore` holds everything that must outlive a connection (the next sequence
-number, the messages not yet acknowledged, what was received and delivered) plus the state
-of the connection currently attached, if any. It never blocks and never reads a clock:
-bytes go in with :meth:`~SessionCore.receive_data`, time goes in as ``now``, bytes come out
-of :meth:`~SessionCore.data_to_send`, and :meth:`~SessionCore.next_deadline` says when to
+number, the messages not yet acknowledged, what was received and delivered); the state of
+the connection currently attached, if any, is a separate :class:`_Conn` that ``attach``
+creates and ``detach`` drops. It never blocks and never reads a clock: bytes go in with
+:meth:`~SessionCore.receive_data`, time goes in as ``now``, bytes come out of
+:meth:`~SessionCore.buffers_to_send`, and :meth:`~SessionCore.next_deadline` says when to
 call :meth:`~SessionCore.handle_timer`.
 
 Delivery rules (see ``docs/guarantees.md``):
@@ -15,6 +16,10 @@ Delivery rules (see ``docs/guarantees.md``):
   in order. A receiver accepts exactly ``received + 1`` and drops what it already has.
 * The cumulative ACK is the last sequence number handed to the application, so the window
   (``max_inflight`` messages, ``max_inflight_bytes`` bytes) bounds every buffer end to end.
+
+The close handshake is one state machine per direction (:class:`~._state.OurSide`,
+:class:`~._state.TheirSide`, as h11's ``our_state``/``their_state``); the life cycle is
+:class:`~._state.SessionState`. All three tables live in ``_state.py``.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .._errors import ProtocolError, SessionClosed
+from .._errors import MessageTooLarge, ProtocolError, SessionClosed
 from ._frames import (
     DATA_BODY_OVERHEAD,
     DATA_HEADER,
@@ -40,7 +46,17 @@ from ._frames import (
     encode_error,
 )
 from ._params import LinkParams
-from ._state import FINAL_STATES, SessionState, Transition, next_state
+from ._state import (
+    FINAL_STATES,
+    OurSide,
+    SessionState,
+    SideEvent,
+    TheirSide,
+    Transition,
+    next_our_side,
+    next_state,
+    next_their_side,
+)
 
 __all__ = ["LARGE_PAYLOAD", "CoreStats", "LinkDead", "PeerClosed", "PeerError", "SessionCore"]
 
@@ -51,6 +67,9 @@ _PONG = FrameType.PONG
 _CLOSE = FrameType.CLOSE
 _ERROR = FrameType.ERROR
 _INF = math.inf
+_OPEN = OurSide.OPEN
+_THEIRS_OPEN = TheirSide.OPEN
+_CLOSED_MESSAGE = "the session is closing or closed; no more messages can be sent"
 
 #: Payloads at least this large are not copied into the output buffer: they are handed to
 #: the writer as buffers of their own (see :meth:`SessionCore.buffers_to_send`), so a large
@@ -63,8 +82,11 @@ class CoreStats:
     """Counters kept by the core. Plain integers; read them any time.
 
     Attributes:
-        sent: messages accepted by ``send`` (each counted once, however often resent).
-        received: messages received in order and queued for the application.
+        sent: messages accepted by ``try_send``/``send_many`` (each counted once, however
+            often resent).
+        arrived: messages that arrived in order and were queued in the inbox, whether or not
+            the application took them yet (``SessionCore.delivered`` counts those it took;
+            the driver reports that one as ``SessionStats.received``).
         resent: DATA frames sent again after a reconnect: messages that had been queued on
             an earlier connection (a message first queued on this one is not counted; a
             message restored from a store is, as it may have been sent before).
@@ -76,7 +98,7 @@ class CoreStats:
     """
 
     sent: int = 0
-    received: int = 0
+    arrived: int = 0
     resent: int = 0
     duplicates_dropped: int = 0
     acked: int = 0
@@ -108,6 +130,49 @@ class PeerError:
 Event = PeerClosed | LinkDead | PeerError
 
 
+class _Conn:
+    """The state of one attached connection: created by ``attach``, dropped by ``detach``.
+
+    Nothing here outlives the connection, so a reconnect cannot inherit half a frame, a
+    stale PONG or a timer of the old one.
+    """
+
+    __slots__ = (
+        "ack_due",
+        "chunks",
+        "frame_limit",
+        "have",
+        "last_recv",
+        "last_send",
+        "need",
+        "out",
+        "parts",
+        "ping_sent_at",
+        "ping_token",
+        "pong_queued",
+        "seq",
+    )
+
+    def __init__(self, frame_limit: int, now: float, ack_due: float) -> None:
+        # Outgoing bytes are ``chunks`` (whole buffers: coalesced frames and large payloads,
+        # in order) followed by ``out``.
+        self.chunks: list[bytes | bytearray] = []
+        self.out = bytearray()
+        # A frame that the reads so far hold only part of: its pieces (not yet copied),
+        # how many bytes they hold, and the frame's whole size (HEADER_SIZE until known).
+        self.parts: list[bytes | memoryview] = []
+        self.have = 0
+        self.need = 0
+        self.pong_queued = False
+        self.seq = 0  # the last DATA sequence number seen on this connection
+        self.frame_limit = frame_limit
+        self.last_recv = now
+        self.last_send = now
+        self.ack_due = ack_due
+        self.ping_token = 0
+        self.ping_sent_at = 0.0
+
+
 class SessionCore:
     """Sans-I/O state of one session (see the module docstring).
 
@@ -117,9 +182,11 @@ class SessionCore:
     """
 
     def __init__(self, params: LinkParams, *, ack_delay: float = 0.02) -> None:
-        self.params = params
+        self._params = params
         self.ack_delay = ack_delay
         self.state = SessionState.NEW
+        self.our_state = OurSide.OPEN
+        self.their_state = TheirSide.OPEN
         self.stats = CoreStats()
         # Outgoing direction.
         self.next_seq = 1
@@ -127,8 +194,8 @@ class SessionCore:
         self.unacked_bytes = 0
         self.acked = 0
         # Durable sessions (a store is in use) hold each message back from the wire until the
-        # store has it (``release``), and acknowledge only what the store says was delivered
-        # (``durable_done``): a message on the wire before it is held, or an ACK before the
+        # store has it (``released``), and acknowledge only what the store says was delivered
+        # (``committed``): a message on the wire before it is held, or an ACK before the
         # delivery is held, is how a crash loses or repeats messages.
         self.durable = False
         self.released = 0
@@ -144,30 +211,10 @@ class SessionCore:
         self.ack_sent = 0
         self._ack_sent_bytes = 0
         self._delivered_bytes = 0
-        # Close handshake.
-        self.close_sent = False
-        self.peer_closed = False
-        # close_sent or a final state: checked by every send, so kept as one boolean.
-        self.send_closed = False
-        # The attached connection; reset by attach(). Outgoing bytes are ``_chunks`` (whole
-        # buffers: coalesced frames and large payloads, in order) followed by ``_out``.
-        self._chunks: list[bytes | bytearray] = []
-        self._out = bytearray()
-        # A frame that the reads so far hold only part of: its pieces (not yet copied),
-        # how many bytes they hold, and the frame's whole size (HEADER_SIZE until known).
-        self._parts: list[bytes | memoryview] = []
-        self._have = 0
-        self._need = 0
-        self._pong_queued = False
-        self._conn_seq = 0
-        self._frame_limit = 0
-        self._ack_every = 1
-        self._ack_every_bytes = 1
-        self.last_recv = 0.0
-        self.last_send = 0.0
-        self._ack_due = _INF
-        self._ping_token = 0
-        self._ping_sent_at = 0.0
+        # Copies of the limits in ``params``, read on the per-message path.
+        self._max_size = self._max_count = self._max_bytes = 0
+        self._ack_every = self._ack_every_bytes = 1
+        self._conn: _Conn | None = None
         self._set_limits(params)
 
     # -- state -------------------------------------------------------------------------
@@ -175,19 +222,66 @@ class SessionCore:
     @property
     def attached(self) -> bool:
         """Whether a connection currently carries the session."""
-        return self._frame_limit > 0
+        return self._conn is not None
 
     @property
     def finished(self) -> bool:
         """Whether the session reached a final state."""
         return self.state in FINAL_STATES
 
+    @property
+    def send_closed(self) -> bool:
+        """Whether this side no longer accepts messages (closing begun, or the session ended)."""
+        return self.our_state is not _OPEN
+
+    @property
+    def close_sent(self) -> bool:
+        """Whether this side's CLOSE is queued (or will be sent on the next attach)."""
+        return self.our_state is OurSide.CLOSE_SENT
+
+    @property
+    def peer_closed(self) -> bool:
+        """Whether the peer sent CLOSE (it sends nothing more)."""
+        return self.their_state is TheirSide.CLOSE_RECEIVED
+
+    @property
+    def ack_every(self) -> int:
+        """How many delivered messages make an acknowledgement (or a store commit) due at once:
+        a quarter of the window."""
+        return self._ack_every
+
+    @property
+    def last_recv(self) -> float:
+        """When the attached connection last carried bytes in (0.0 while detached)."""
+        conn = self._conn
+        return 0.0 if conn is None else conn.last_recv
+
+    @property
+    def last_send(self) -> float:
+        """When bytes were last taken for the attached connection (0.0 while detached)."""
+        conn = self._conn
+        return 0.0 if conn is None else conn.last_send
+
     def _go(self, transition: Transition) -> None:
         self.state = state = next_state(self.state, transition)
-        self.send_closed = self.close_sent or state in FINAL_STATES
+        if state in FINAL_STATES and self.our_state is _OPEN:
+            # An ended session sends nothing more: one test (``our_state``) covers both.
+            self.our_state = next_our_side(self.our_state, SideEvent.STOP_SENDING)
+
+    @property
+    def params(self) -> LinkParams:
+        """The link parameters in force: the local ones, then the agreed ones of each attach."""
+        return self._params
+
+    @params.setter
+    def params(self, params: LinkParams) -> None:
+        self._set_limits(params)
 
     def _set_limits(self, params: LinkParams) -> None:
-        self.params = params
+        self._params = params
+        self._max_size = params.max_message_size
+        self._max_count = params.max_inflight
+        self._max_bytes = params.max_inflight_bytes
         # A standalone ACK after a quarter of the window keeps the sender from stalling
         # while sending at most a handful of ACK frames per window.
         self._ack_every = max(1, params.max_inflight // 4)
@@ -198,6 +292,9 @@ class SessionCore:
 
         Received-but-undelivered messages are not kept by stores: the position resumes at
         ``delivered`` and the peer resends the rest.
+
+        Raises:
+            RuntimeError: the core was already used.
         """
         if self.stats.attaches or self.next_seq != 1:
             raise RuntimeError("restore() is only valid on a fresh core")
@@ -238,48 +335,31 @@ class SessionCore:
             )
         self._go(Transition.ATTACH)
         self._set_limits(params)
-        self._frame_limit = params.max_message_size + DATA_BODY_OVERHEAD
-        self._chunks = []
-        self._out = bytearray()
-        self._parts = []
-        self._have = self._need = 0
-        self._pong_queued = False
-        self._conn_seq = 0
-        self.last_recv = now
-        self.last_send = now
         # Messages still waiting in the inbox will be delivered on this connection's watch:
         # keep the delayed-ACK timer running for them, or their ACK would wait for traffic.
-        self._ack_due = now + self.ack_delay if self.inbox else _INF
+        self._conn = conn = _Conn(
+            params.max_message_size + DATA_BODY_OVERHEAD, now, now + self.ack_delay if self.inbox else _INF
+        )
         self.stats.attaches += 1
         # State our ACK first, then resend in order everything the peer does not hold.
         ack = self._ack_pos()
-        self._out += U64_FRAME.pack(9, _ACK, ack)
+        conn.out += U64_FRAME.pack(9, _ACK, ack)
         self.ack_sent = ack
         self._ack_sent_bytes = self._delivered_bytes
-        resent = 0
         released = self.released
+        replay = [item for item in self.unacked if peer_last_received < item[0] <= released]
+        self._put_data(conn, replay, ack)
         wired = self._wired
-        for seq, payload in self.unacked:
-            if seq > released:
-                break
-            if seq > peer_last_received:
-                self._put_data(seq, ack, payload)
-                resent += seq <= wired
-        self.stats.resent += resent
-        if self.close_sent:
-            self._out += U64_FRAME.pack(9, _CLOSE, ack)
+        self.stats.resent += sum(seq <= wired for seq, _ in replay)
+        if self.our_state is OurSide.CLOSE_SENT:
+            conn.out += U64_FRAME.pack(9, _CLOSE, ack)
 
     def detach(self) -> None:
         """The connection is gone. Buffers of that connection are dropped; nothing else is."""
-        if not self._frame_limit:
+        if self._conn is None:
             return
         self._wired = self.released
-        self._chunks = []
-        self._out = bytearray()
-        self._parts = []
-        self._have = self._need = 0
-        self._frame_limit = 0
-        self._ack_due = _INF
+        self._conn = None
         if self.state not in FINAL_STATES:
             self._go(Transition.DETACH)
 
@@ -288,124 +368,151 @@ class SessionCore:
     def window_open(self, size: int) -> bool:
         """Whether a message of ``size`` bytes fits in the window now.
 
-        A message larger than ``max_inflight_bytes`` still goes when nothing is in flight,
-        so every message that fits ``max_message_size`` can be sent.
+        This is the one place the window rule is written. A message larger than
+        ``max_inflight_bytes`` still goes when nothing is in flight, so every message that
+        fits ``max_message_size`` can be sent.
         """
         n = len(self.unacked)
-        if n == 0:
-            return True
-        return n < self.params.max_inflight and self.unacked_bytes + size <= self.params.max_inflight_bytes
+        return not n or (n < self._max_count and self.unacked_bytes + size <= self._max_bytes)
 
-    def send(self, payload: bytes) -> int:
-        """Accept one message; return its sequence number.
+    def try_send(self, payload: bytes) -> int:
+        """Accept one message if the window has room; return its sequence number, or 0.
 
-        The caller checks :meth:`window_open` and the size limit first. From here on the
-        message is held until the peer acknowledges it, across any number of connections.
+        From the moment it is accepted the message is held until the peer acknowledges it,
+        across any number of connections. A return of 0 changes nothing: wait for
+        acknowledgements (the driver parks until ``acked`` moves) and try again.
+
+        Raises:
+            MessageTooLarge: ``payload`` exceeds ``max_message_size``.
+            SessionClosed: this side no longer sends (:meth:`stop_sending`, :meth:`close`,
+                the peer's CLOSE, or the session ended).
         """
-        if self.send_closed:
-            raise SessionClosed("the session is closing or closed; no more messages can be sent")
+        n = len(payload)
+        if n > self._max_size:
+            raise MessageTooLarge(n, self._max_size)
+        if self.our_state is not _OPEN:
+            raise SessionClosed(_CLOSED_MESSAGE)
+        if not self.window_open(n):
+            return 0
         seq = self.next_seq
         self.next_seq = seq + 1
-        self.unacked.append((seq, payload))
-        n = len(payload)
+        item = (seq, payload)
+        self.unacked.append(item)
         self.unacked_bytes += n
         self.stats.sent += 1
         if self.durable:
-            return seq  # goes on the wire once the store holds it (release)
+            return seq  # goes on the wire once the store holds it (durable_done)
         self.released = seq
-        if self._frame_limit:
+        conn = self._conn
+        if conn is not None:
             ack = self.delivered
-            out = self._out
-            out += DATA_HEADER.pack(n + DATA_BODY_OVERHEAD, _DATA, seq, ack)
-            if n < LARGE_PAYLOAD:
-                out += payload
-            else:
-                self._chunks += (out, payload)
-                self._out = bytearray()
+            self._put_data(conn, (item,), ack)
             self.ack_sent = ack
             self._ack_sent_bytes = self._delivered_bytes
         return seq
 
-    def send_many(self, payloads: list[bytes], start: int = 0) -> int:
+    def send(self, payload: bytes) -> int:
+        """Compatibility for the driver of e1587a9, which tests the window itself first.
+
+        Prefer :meth:`try_send`. Raises ``RuntimeError`` where ``try_send`` would return 0
+        (the window is full), as the caller promised it was not.
+        """
+        seq = self.try_send(payload)
+        if not seq:
+            raise RuntimeError("send() with the window full: use try_send()")
+        return seq
+
+    def send_many(self, payloads: Sequence[bytes], start: int = 0) -> int:
         """Accept ``payloads[start:]`` in order while the window stays open.
 
-        Returns the index after the last message accepted (``len(payloads)`` when all were).
-        Like :meth:`send` for each message, with one window check and one buffer per batch;
+        Like :meth:`try_send` for each message, with one DATA encoding pass for the batch;
         the caller checks the sizes first.
+
+        Returns:
+            The index after the last message accepted (``len(payloads)`` when all were).
+
+        Raises:
+            SessionClosed: this side no longer sends.
         """
-        if self.send_closed:
-            raise SessionClosed("the session is closing or closed; no more messages can be sent")
+        if self.our_state is not _OPEN:
+            raise SessionClosed(_CLOSED_MESSAGE)
         unacked = self.unacked
-        params = self.params
-        max_count = params.max_inflight
-        max_bytes = params.max_inflight_bytes
-        count = len(unacked)
-        nbytes = self.unacked_bytes
-        seq = self.next_seq
-        wire = self._frame_limit and not self.durable
-        ack = self.delivered
-        out = self._out
-        pack = DATA_HEADER.pack
-        i = start
+        window_open = self.window_open
+        first = seq = self.next_seq
         end = len(payloads)
+        i = start
         while i < end:
             payload = payloads[i]
             n = len(payload)
-            if count and (count >= max_count or nbytes + n > max_bytes):
+            if not window_open(n):
                 break
             unacked.append((seq, payload))
-            if wire:
-                out += pack(n + DATA_BODY_OVERHEAD, _DATA, seq, ack)
-                if n < LARGE_PAYLOAD:
-                    out += payload
-                else:
-                    self._chunks += (out, payload)
-                    self._out = out = bytearray()
-            count += 1
-            nbytes += n
+            # Kept current per message: window_open reads it for the next one.
+            self.unacked_bytes += n
             seq += 1
             i += 1
-        accepted = seq - self.next_seq
+        accepted = seq - first
         if accepted:
             self.next_seq = seq
-            self.unacked_bytes = nbytes
             self.stats.sent += accepted
             if not self.durable:
                 self.released = seq - 1
-                if wire:
+                conn = self._conn
+                if conn is not None:
+                    ack = self.delivered
+                    self._put_data(conn, zip(range(first, seq), payloads[start:i], strict=True), ack)
                     self.ack_sent = ack
                     self._ack_sent_bytes = self._delivered_bytes
         return i
 
-    def _put_data(self, seq: int, ack: int, payload: bytes) -> None:
-        """Queue one DATA frame (replay and release; :meth:`send` inlines the same)."""
-        n = len(payload)
-        out = self._out
-        out += DATA_HEADER.pack(n + DATA_BODY_OVERHEAD, _DATA, seq, ack)
-        if n < LARGE_PAYLOAD:
-            out += payload
-        else:
-            self._chunks += (out, payload)
-            self._out = bytearray()
+    @staticmethod
+    def _put_data(conn: _Conn, items: Iterable[tuple[int, bytes]], ack: int) -> None:
+        """Queue a DATA frame for each ``(seq, payload)``, all carrying ``ack``.
+
+        The one DATA encoder (new messages, the replay on attach, the release of stored
+        ones). A payload of ``LARGE_PAYLOAD`` bytes or more is not copied: it becomes an
+        output buffer of its own, after the frames coalesced before it.
+        """
+        out = conn.out
+        pack = DATA_HEADER.pack
+        for seq, payload in items:
+            n = len(payload)
+            out += pack(n + DATA_BODY_OVERHEAD, _DATA, seq, ack)
+            if n < LARGE_PAYLOAD:
+                out += payload
+            else:
+                conn.chunks += (out, payload)
+                conn.out = out = bytearray()
 
     def durable_done(self, released: int, delivered: int) -> None:
-        """The store now holds every message up to ``released`` and the delivery position
-        ``delivered``: let those messages go on the wire and acknowledge up to ``delivered``."""
+        """The store now holds messages up to ``released`` and the position ``delivered``.
+
+        Those messages may go on the wire now, and the ACK may cover up to ``delivered``
+        (:class:`~._cursor.StoreCursor` calls this; so may a driver that keeps its own
+        bookkeeping).
+
+        Args:
+            released: the last sequence number the store holds.
+            delivered: the delivery position the store holds.
+        """
         if delivered > self.committed:
             self.committed = min(delivered, self.delivered)
+        conn = self._conn
         if released > self.released:
             start = self.released
             self.released = min(released, self.next_seq - 1)
-            if self._frame_limit and self.unacked:
+            if conn is not None and self.unacked:
                 ack = self.committed
-                first = start + 1 - self.unacked[0][0]
-                for seq, payload in itertools.islice(self.unacked, max(0, first), None):
-                    if seq > self.released:
-                        break
-                    self._put_data(seq, ack, payload)
+                first = max(0, start + 1 - self.unacked[0][0])
+                stop = self.released
+                self._put_data(
+                    conn,
+                    itertools.takewhile(lambda item: item[0] <= stop, itertools.islice(self.unacked, first, None)),
+                    ack,
+                )
                 self.ack_sent = ack
-        if self._frame_limit and self.committed != self.ack_sent:
-            self._queue_ack()
+        if conn is not None and self.committed != self.ack_sent:
+            self._queue_ack(conn)
 
     def data_to_send(self, now: float) -> bytes | bytearray:
         """Take the bytes to write, as one buffer (empty when there is nothing)."""
@@ -415,44 +522,73 @@ class SessionCore:
         return b"".join(buffers)
 
     def buffers_to_send(self, now: float) -> list[bytes | bytearray]:
-        """Take the bytes to write as a list of buffers, to be written in order (for a
-        scatter/gather write: large payloads are not copied). Empty when there is nothing."""
-        buffers = self._chunks
-        out = self._out
+        """Take the bytes to write as a list of buffers, to be written in order.
+
+        For a scatter/gather write: large payloads are not copied. Empty when there is
+        nothing (or no connection is attached).
+        """
+        conn = self._conn
+        if conn is None:
+            return []
+        buffers = conn.chunks
+        out = conn.out
         if out:
             buffers.append(out)
-            self._out = bytearray()
+            conn.out = bytearray()
         elif not buffers:
             return buffers
-        self._chunks = []
-        self.last_send = now
-        self._pong_queued = False
+        conn.chunks = []
+        conn.last_send = now
+        conn.pong_queued = False
         return buffers
 
-    def unsend(self, buffers: list[bytes | bytearray | memoryview]) -> None:
-        """Put back, in front of anything queued since, the part of :meth:`buffers_to_send`'s
-        buffers that a partial write left unwritten."""
-        if self._frame_limit:
-            self._chunks[:0] = [bytes(b) if isinstance(b, memoryview) else b for b in buffers if len(b)]
+    def unsend(self, buffers: Sequence[bytes | bytearray | memoryview]) -> None:
+        """Put back the unwritten part of :meth:`buffers_to_send`'s buffers.
+
+        A partial write leaves them; they go out first, in front of anything queued since.
+        Ignored when the connection they were meant for is gone.
+        """
+        conn = self._conn
+        if conn is not None:
+            conn.chunks[:0] = [bytes(b) if isinstance(b, memoryview) else b for b in buffers if len(b)]
 
     def has_data_to_send(self) -> bool:
         """Whether :meth:`data_to_send` would return bytes."""
-        return bool(self._out) or bool(self._chunks)
+        conn = self._conn
+        return conn is not None and (bool(conn.out) or bool(conn.chunks))
+
+    def stop_sending(self) -> None:
+        """This side begins closing: from now on no new message is accepted.
+
+        :meth:`try_send` and :meth:`send_many` raise ``SessionClosed``; what was accepted
+        before is still delivered (the driver drains it, then calls :meth:`close`).
+        Idempotent.
+        """
+        self.our_state = next_our_side(self.our_state, SideEvent.STOP_SENDING)
 
     def close(self) -> None:
-        """Send CLOSE (now if attached, else on the next attach). Idempotent."""
-        if self.send_closed:
+        """Send CLOSE: now if attached, else on the next attach (after the replay).
+
+        Implies :meth:`stop_sending`. Idempotent.
+        """
+        if self.our_state is OurSide.CLOSE_SENT:
             return
-        self.close_sent = True
+        if self.finished:
+            # Nothing left to tell the peer about; only stop sending.
+            self.stop_sending()
+            return
+        self.our_state = next_our_side(self.our_state, SideEvent.SEND_CLOSE)
         self._go(Transition.SEND_CLOSE)
-        if self._frame_limit:
-            self._out += U64_FRAME.pack(9, _CLOSE, self._ack_pos())
+        conn = self._conn
+        if conn is not None:
+            conn.out += U64_FRAME.pack(9, _CLOSE, self._ack_pos())
         # else: nobody to tell yet; the next attach sends CLOSE after the replay.
 
     def protocol_error(self, message: str) -> None:
         """Queue an ERROR frame telling the peer why the connection is being closed."""
-        if self._frame_limit:
-            self._out += encode_error(ErrorCode.PROTOCOL, message)
+        conn = self._conn
+        if conn is not None:
+            conn.out += encode_error(ErrorCode.PROTOCOL, message)
 
     def finish(self, transition: Transition) -> None:
         """Move to a final state from outside (expiry, local close, failure)."""
@@ -474,15 +610,7 @@ class SessionCore:
         self.inbox_bytes -= n
         self.delivered += len(batch)
         self._delivered_bytes += n
-        if (
-            self._frame_limit
-            and not self.durable
-            and (
-                self.delivered - self.ack_sent >= self._ack_every
-                or self._delivered_bytes - self._ack_sent_bytes >= self._ack_every_bytes
-            )
-        ):
-            self._queue_ack()
+        self._ack_if_due()
         return batch
 
     def take(self) -> bytes:
@@ -492,20 +620,27 @@ class SessionCore:
         self.inbox_bytes -= n
         self.delivered += 1
         self._delivered_bytes += n
+        self._ack_if_due()
+        return payload
+
+    def _ack_if_due(self) -> None:
+        """The ACK-after-delivery rule: a standalone ACK once a quarter of the window (by
+        count or bytes) was delivered since the last one; less waits for the delayed-ACK
+        timer or rides on DATA. A durable session acknowledges in ``durable_done`` instead."""
+        conn = self._conn
         if (
-            self._frame_limit
+            conn is not None
             and not self.durable
             and (
                 self.delivered - self.ack_sent >= self._ack_every
                 or self._delivered_bytes - self._ack_sent_bytes >= self._ack_every_bytes
             )
         ):
-            self._queue_ack()
-        return payload
+            self._queue_ack(conn)
 
-    def _queue_ack(self) -> None:
+    def _queue_ack(self, conn: _Conn) -> None:
         ack = self._ack_pos()
-        self._out += U64_FRAME.pack(9, _ACK, ack)
+        conn.out += U64_FRAME.pack(9, _ACK, ack)
         self.ack_sent = ack
         self._ack_sent_bytes = self._delivered_bytes
 
@@ -519,71 +654,72 @@ class SessionCore:
             ProtocolError: malformed, oversized or impossible input. An ERROR frame for the
                 peer is queued; the caller should flush it and close the connection.
         """
-        if not self._frame_limit:
+        conn = self._conn
+        if conn is None:
             raise RuntimeError("receive_data() on a detached session")
-        self.last_recv = now
+        conn.last_recv = now
         events: list[Event] = []
         pos = 0
-        if self._need:
+        if conn.need:
             # Complete the pending frame with just the bytes it lacks, then parse the rest
             # of this read in place.
-            pos = self._complete_pending(data, now, events)
+            pos = self._complete_pending(conn, data, now, events)
             if pos < 0:
                 return events
         end = len(data)
-        pos = self._parse(data, pos, now, events)
+        pos = self._parse(conn, data, pos, now, events)
         if pos < end:
             # Keep the start of the next frame; a large one by reference, not copied.
             rest = data[pos:] if end - pos < LARGE_PAYLOAD else memoryview(data)[pos:]
-            self._parts = [rest]
-            self._have = have = end - pos
-            self._need = (HEADER.unpack_from(rest)[0] + 4) if have >= HEADER_SIZE else HEADER_SIZE
+            conn.parts = [rest]
+            conn.have = have = end - pos
+            conn.need = (HEADER.unpack_from(rest)[0] + 4) if have >= HEADER_SIZE else HEADER_SIZE
         return events
 
-    def _complete_pending(self, data: bytes, now: float, events: list[Event]) -> int:
+    def _complete_pending(self, conn: _Conn, data: bytes, now: float, events: list[Event]) -> int:
         """Add the bytes of ``data`` that the pending frame lacks; parse it once whole.
 
         Returns how many bytes of ``data`` were used, or -1 if all of it was and the frame is
         still incomplete. The pieces are joined once, when the frame is whole: a large
         message's payload is copied once from the reads that carried it.
         """
-        parts = self._parts
+        parts = conn.parts
         used = 0
         size = len(data)
         while True:
-            missing = self._need - self._have
+            missing = conn.need - conn.have
             if size - used < missing:
                 parts.append(data if not used else memoryview(data)[used:])
-                self._have += size - used
+                conn.have += size - used
                 return -1
             parts.append(data if not used and missing == size else memoryview(data)[used : used + missing])
             used += missing
-            self._have += missing
-            if self._need == HEADER_SIZE:
+            conn.have += missing
+            if conn.need == HEADER_SIZE:
                 # The header just completed: now the frame's own length is known (and checked
                 # before a byte of its body is kept).
                 head = b"".join(parts)
                 parts[:] = [head]
                 length = HEADER.unpack_from(head)[0]
-                if length > self._frame_limit or length == 0:
-                    self._parse(head, 0, now, events)  # raises the ProtocolError
-                self._need = 4 + length
-                if self._need > HEADER_SIZE:
+                if length > conn.frame_limit or length == 0:
+                    self._parse(conn, head, 0, now, events)  # raises the ProtocolError
+                conn.need = 4 + length
+                if conn.need > HEADER_SIZE:
                     continue
             break
-        self._parts = []
+        conn.parts = []
         first = parts[0]
-        large = self._need - DATA_HEADER_SIZE >= LARGE_PAYLOAD
-        self._have = self._need = 0
+        large = conn.need - DATA_HEADER_SIZE >= LARGE_PAYLOAD
+        conn.have = conn.need = 0
         if large and len(first) >= DATA_HEADER_SIZE and first[4] == _DATA:
             parts[0] = first[DATA_HEADER_SIZE:]
-            self._parse(bytes(first[:DATA_HEADER_SIZE]), 0, now, events, b"".join(parts))
+            self._parse(conn, bytes(first[:DATA_HEADER_SIZE]), 0, now, events, b"".join(parts))
         else:
-            self._parse(b"".join(parts), 0, now, events)
+            self._parse(conn, b"".join(parts), 0, now, events)
         return used
 
-    def _parse(  # noqa: C901, PLR0912, PLR0915
-        self, view: bytes, pos: int, now: float, events: list[Event], body: bytes | None = None
+    def _parse(  # noqa: C901, PLR0912, PLR0915, PLR0917
+        self, conn: _Conn, view: bytes, pos: int, now: float, events: list[Event], body: bytes | None = None
     ) -> int:
         """Parse complete frames of ``view`` from ``pos``; return where the first incomplete one starts.
 
@@ -591,7 +727,7 @@ class SessionCore:
         message joined from several reads).
         """
         end = len(view) if body is None else len(view) + len(body)
-        limit = self._frame_limit
+        limit = conn.frame_limit
         inbox = self.inbox
         received = self.received
         try:
@@ -611,20 +747,18 @@ class SessionCore:
                 if ftype == _DATA:
                     if length < DATA_BODY_OVERHEAD:
                         raise ProtocolError(f"DATA frame too short ({length} bytes)")
-                    if seq <= self._conn_seq:
-                        raise ProtocolError(f"sequence number went backwards ({seq} after {self._conn_seq})")
-                    self._conn_seq = seq
+                    if seq <= conn.seq:
+                        raise ProtocolError(f"sequence number went backwards ({seq} after {conn.seq})")
+                    conn.seq = seq
                     if ack != self.acked:
                         self._on_ack(ack)
                     if seq == received + 1:
-                        if self.peer_closed:
+                        if self.their_state is not _THEIRS_OPEN:
                             raise ProtocolError("DATA after CLOSE")
                         inbox.append(view[pos + DATA_HEADER_SIZE : stop] if body is None else body)
                         received = seq
                         self.inbox_bytes += length - DATA_BODY_OVERHEAD
-                        if len(inbox) > self.params.max_inflight or (
-                            self.inbox_bytes > self.params.max_inflight_bytes and len(inbox) > 1
-                        ):
+                        if len(inbox) > self._max_count or (self.inbox_bytes > self._max_bytes and len(inbox) > 1):
                             raise ProtocolError(
                                 f"peer exceeded the window ({len(inbox)} messages, "
                                 f"{self.inbox_bytes} bytes unacknowledged)"
@@ -639,16 +773,16 @@ class SessionCore:
                     token = self._u64(view, pos, length)
                     # At most one PONG waits to be sent: a peer that floods PINGs while not
                     # reading cannot grow our output buffer.
-                    if not self._pong_queued:
-                        self._pong_queued = True
-                        self._out += U64_FRAME.pack(9, _PONG, token)
+                    if not conn.pong_queued:
+                        conn.pong_queued = True
+                        conn.out += U64_FRAME.pack(9, _PONG, token)
                 elif ftype == _PONG:
-                    if self._u64(view, pos, length) == self._ping_token and self._ping_sent_at:
-                        self.stats.rtt = now - self._ping_sent_at
-                        self._ping_sent_at = 0.0
+                    if self._u64(view, pos, length) == conn.ping_token and conn.ping_sent_at:
+                        self.stats.rtt = now - conn.ping_sent_at
+                        conn.ping_sent_at = 0.0
                 elif ftype == _CLOSE:
                     self._on_ack(self._u64(view, pos, length))
-                    self._on_close(events)
+                    self._on_close(conn, events)
                 elif ftype == _ERROR:
                     err = decode_error(view[pos + HEADER_SIZE : stop])
                     events.append(PeerError(err.code, err.message))
@@ -660,10 +794,10 @@ class SessionCore:
             raise
         finally:
             if self.received != received:
-                self.stats.received += received - self.received
+                self.stats.arrived += received - self.received
                 self.received = received
-                if self._ack_due == _INF:
-                    self._ack_due = now + self.ack_delay
+                if conn.ack_due == _INF:
+                    conn.ack_due = now + self.ack_delay
         return pos
 
     def _u64(self, view: bytes | bytearray, pos: int, length: int) -> int:
@@ -687,14 +821,16 @@ class SessionCore:
         self.stats.acked += ack - self.acked
         self.acked = ack
 
-    def _on_close(self, events: list[Event]) -> None:
-        if self.peer_closed:
+    def _on_close(self, conn: _Conn, events: list[Event]) -> None:
+        if self.their_state is not _THEIRS_OPEN:
             raise ProtocolError("CLOSE received twice")
-        self.peer_closed = True
+        self.their_state = next_their_side(self.their_state, SideEvent.RECEIVE_CLOSE)
         self._go(Transition.RECEIVE_CLOSE)
-        if not self.close_sent:
-            self.close_sent = True
-            self._out += U64_FRAME.pack(9, _CLOSE, self._ack_pos())
+        if self.our_state is not OurSide.CLOSE_SENT:
+            # Answer with our own CLOSE (it may stop a drain of ours short: the peer
+            # acknowledged in its CLOSE all it ever will).
+            self.our_state = next_our_side(self.our_state, SideEvent.SEND_CLOSE)
+            conn.out += U64_FRAME.pack(9, _CLOSE, self._ack_pos())
         self._go(Transition.CLOSE_DONE)
         events.append(PeerClosed())
 
@@ -702,32 +838,34 @@ class SessionCore:
 
     def next_deadline(self) -> float:
         """When :meth:`handle_timer` must next be called (``inf`` when detached)."""
-        if not self._frame_limit:
+        conn = self._conn
+        if conn is None:
             return _INF
-        p = self.params
-        return min(self.last_send + p.heartbeat_interval, self.last_recv + p.dead_after, self._ack_due)
+        p = self._params
+        return min(conn.last_send + p.heartbeat_interval, conn.last_recv + p.dead_after, conn.ack_due)
 
     def handle_timer(self, now: float) -> list[Event]:
         """Fire whatever is due at ``now``: dead-link detection, delayed ACK, heartbeat."""
-        if not self._frame_limit:
+        conn = self._conn
+        if conn is None:
             return []
-        p = self.params
+        p = self._params
         # Compare with the same sum next_deadline() returned: ``now - last_recv >= dead_after``
         # can be false at that very instant through float rounding, and the timer would spin.
-        if now >= self.last_recv + p.dead_after:
-            return [LinkDead(now - self.last_recv)]
-        if now >= self._ack_due:
+        if now >= conn.last_recv + p.dead_after:
+            return [LinkDead(now - conn.last_recv)]
+        if now >= conn.ack_due:
             if self._ack_pos() != self.ack_sent:
-                self._queue_ack()
+                self._queue_ack(conn)
             # While the application holds undelivered messages, look again later: the
             # ACK must follow delivery, and delivery happens outside the core's view.
-            self._ack_due = now + self.ack_delay if self.inbox else _INF
-        if now >= self.last_send + p.heartbeat_interval:
-            self._ping_token += 1
-            self._ping_sent_at = now
-            self._out += U64_FRAME.pack(9, _PING, self._ping_token)
+            conn.ack_due = now + self.ack_delay if self.inbox else _INF
+        if now >= conn.last_send + p.heartbeat_interval:
+            conn.ping_token += 1
+            conn.ping_sent_at = now
+            conn.out += U64_FRAME.pack(9, _PING, conn.ping_token)
             self.stats.pings_sent += 1
             # Counted as sent now even if the writer is stuck behind a full socket buffer,
             # so a dead link produces one PING per interval, not a busy loop.
-            self.last_send = now
+            conn.last_send = now
         return []

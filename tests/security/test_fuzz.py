@@ -76,4 +76,4 @@ def test_attached_session_on_garbage(data: list[bytes]) -> None:
     except ProtocolError:
         pass
     assert len(b.inbox) <= 8, "no more messages queued than the window allows"
-    assert b._have <= 256 + 17 + 4, "no partial frame larger than the largest allowed"
+    assert b._conn is not None and b._conn.have <= 256 + 17 + 4, "no partial frame larger than the largest allowed"

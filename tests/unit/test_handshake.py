@@ -13,6 +13,8 @@ from reliablelink._core import (
     ServerHandshake,
     new_session_id,
     new_token,
+    resume_allowed,
+    rotate_tokens,
 )
 from reliablelink._core._frames import PREFACE, FrameType, encode_frame
 from tests.corepair import KEY
@@ -167,3 +169,73 @@ def test_small_client_proposals_are_granted_not_raised() -> None:
         8,
         1000,
     )
+
+
+# -- resume tokens: the one check, in the core ---------------------------------------------
+
+T_CUR, T_PREV, T_OTHER = b"c" * 32, b"p" * 32, b"x" * 32
+
+
+@pytest.mark.parametrize(
+    ("owner", "presented", "current", "previous", "allowed"),
+    [
+        ("agent-1", T_CUR, T_CUR, T_PREV, True),
+        ("agent-1", T_PREV, T_CUR, T_PREV, True),
+        ("agent-1", T_OTHER, T_CUR, T_PREV, False),
+        ("agent-1", T_PREV, T_CUR, b"", False),
+        ("agent-1", b"", T_CUR, b"", False),
+        ("agent-2", T_CUR, T_CUR, T_PREV, False),
+        ("agent-2", T_PREV, T_CUR, T_PREV, False),
+        ("agent-2", T_OTHER, T_CUR, T_PREV, False),
+    ],
+)
+def test_resume_allowed_needs_the_owner_and_the_current_or_previous_token(
+    owner: str, presented: bytes, current: bytes, previous: bytes, allowed: bool
+) -> None:
+    got = resume_allowed(owner=owner, client_id="agent-1", presented=presented, current=current, previous=previous)
+    assert got is allowed, f"owner {owner}, token {presented[:1]!r}: expected {allowed}"
+
+
+def test_resume_allowed_gives_one_answer_for_another_clients_session_and_a_wrong_token() -> None:
+    other_client = resume_allowed(owner="agent-2", client_id="agent-1", presented=T_CUR, current=T_CUR, previous=b"")
+    wrong_token = resume_allowed(owner="agent-1", client_id="agent-1", presented=T_OTHER, current=T_CUR, previous=b"")
+    assert other_client is wrong_token is False, "an attacker learns nothing from which check failed"
+
+
+def test_resume_allowed_compares_non_ascii_client_ids() -> None:
+    assert resume_allowed(owner="agent-é", client_id="agent-é", presented=T_CUR, current=T_CUR, previous=b"")
+    assert not resume_allowed(owner="agent-é", client_id="agent-e", presented=T_CUR, current=T_CUR, previous=b"")
+
+
+def test_rotate_tokens_retires_the_previous_token_once_the_current_one_is_proven() -> None:
+    fresh = iter([b"1" * 32, b"2" * 32, b"3" * 32])
+    make = fresh.__next__
+    # The client presents the current token: the previous one is retired.
+    assert rotate_tokens(T_CUR, T_CUR, T_PREV, make_token=make) == (b"1" * 32, T_CUR)
+    # The client presents the previous token (it never saw the WELCOME with the current
+    # one): the previous token stays valid beside the new one; the unproven current is dropped.
+    assert rotate_tokens(T_PREV, T_CUR, T_PREV, make_token=make) == (b"2" * 32, T_PREV)
+    # A first resume after a fresh session: no previous token yet.
+    assert rotate_tokens(T_CUR, T_CUR, b"", make_token=make) == (b"3" * 32, T_CUR)
+
+
+def test_rotate_tokens_issues_a_fresh_random_token_by_default() -> None:
+    new_current, new_previous = rotate_tokens(T_CUR, T_CUR, T_PREV)
+    assert len(new_current) == 32 and new_current not in (T_CUR, T_PREV)
+    assert new_previous == T_CUR
+    assert rotate_tokens(T_CUR, T_CUR, T_PREV)[0] != new_current, "a new token every time"
+
+
+def test_the_protocol_doc_table_of_token_rotation_holds() -> None:
+    """docs/protocol.md, "Resume tokens": T1 issued; resume with T1 -> T2; the WELCOME with
+    T2 is lost; resume with T1 (previous) -> T3; resume with T3 -> T4; T1 is then refused."""
+    tokens = iter([b"2" * 32, b"3" * 32, b"4" * 32])
+    current, previous = b"1" * 32, b""
+    for presented, expect in ((b"1" * 32, (b"2" * 32, b"1" * 32)), (b"1" * 32, (b"3" * 32, b"1" * 32))):
+        assert resume_allowed(owner="a", client_id="a", presented=presented, current=current, previous=previous)
+        current, previous = rotate_tokens(presented, current, previous, make_token=tokens.__next__)
+        assert (current, previous) == expect
+    assert resume_allowed(owner="a", client_id="a", presented=b"3" * 32, current=current, previous=previous)
+    current, previous = rotate_tokens(b"3" * 32, current, previous, make_token=tokens.__next__)
+    assert (current, previous) == (b"4" * 32, b"3" * 32)
+    assert not resume_allowed(owner="a", client_id="a", presented=b"1" * 32, current=current, previous=previous)

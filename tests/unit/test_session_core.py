@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reliablelink import ProtocolError, SessionClosed
-from reliablelink._core import LinkDead, LinkParams, PeerClosed, SessionCore, SessionState
+from reliablelink import MessageTooLarge, ProtocolError, SessionClosed
+from reliablelink._core import LinkDead, LinkParams, OurSide, PeerClosed, SessionCore, SessionState, TheirSide
 from reliablelink._core._frames import DATA_HEADER, HEADER, U64_FRAME, FrameType, encode_frame
 from reliablelink._core._session import LARGE_PAYLOAD
-from reliablelink._core._state import TRANSITIONS, Transition, next_state
+from reliablelink._core._state import (
+    OUR_TRANSITIONS,
+    TRANSITIONS,
+    SideEvent,
+    Transition,
+    next_our_side,
+    next_state,
+    next_their_side,
+)
 from tests.corepair import attached_pair, drain_inbox, pump, reattach
 
 SMALL = LinkParams(
@@ -20,7 +31,7 @@ SMALL = LinkParams(
 
 def test_messages_arrive_in_order_with_sequence_numbers_from_one() -> None:
     a, b = attached_pair()
-    seqs = [a.send(f"m{i}".encode()) for i in range(5)]
+    seqs = [a.try_send(f"m{i}".encode()) for i in range(5)]
     assert seqs == [1, 2, 3, 4, 5]
     pump(a, b)
     assert drain_inbox(b) == [f"m{i}".encode() for i in range(5)]
@@ -30,7 +41,7 @@ def test_messages_arrive_in_order_with_sequence_numbers_from_one() -> None:
 def test_ack_follows_delivery_not_receipt() -> None:
     a, b = attached_pair(SMALL)
     for i in range(4):
-        a.send(bytes([i]))
+        a.try_send(bytes([i]))
     pump(a, b)
     assert a.acked == 0 and len(a.unacked) == 4, "received but not delivered: nothing acknowledged"
     b.take()
@@ -41,7 +52,7 @@ def test_ack_follows_delivery_not_receipt() -> None:
 
 def test_delayed_ack_timer_acknowledges_a_trickle() -> None:
     a, b = attached_pair()
-    a.send(b"x")
+    a.try_send(b"x")
     pump(a, b, now=0.0)
     b.take()
     assert not b.has_data_to_send(), "one message does not trigger an immediate ACK"
@@ -54,10 +65,10 @@ def test_delayed_ack_timer_acknowledges_a_trickle() -> None:
 
 def test_ack_is_piggybacked_on_data() -> None:
     a, b = attached_pair()
-    a.send(b"ping")
+    a.try_send(b"ping")
     pump(a, b)
     b.take()
-    b.send(b"pong")  # carries ack=1
+    b.try_send(b"pong")  # carries ack=1
     pump(a, b)
     assert a.acked == 1
 
@@ -66,14 +77,14 @@ def test_window_by_count_and_bytes() -> None:
     a, b = attached_pair(SMALL)
     for _ in range(8):
         assert a.window_open(1)
-        a.send(b"x")
+        a.try_send(b"x")
     assert not a.window_open(1), "max_inflight messages in flight: the window is shut"
     pump(a, b)
     drain_inbox(b)
     pump(a, b)
     assert a.window_open(1)
-    a2, _ = attached_pair(SMALL)
-    a2.send(b"y" * 4000)
+    a2, _ = attached_pair(replace(SMALL, max_message_size=8192))
+    a2.try_send(b"y" * 4000)
     assert not a2.window_open(200), "bytes window: 4000 + 200 > 4096"
     assert a2.window_open(96)
 
@@ -81,14 +92,14 @@ def test_window_by_count_and_bytes() -> None:
 def test_oversized_message_goes_alone_when_nothing_is_in_flight() -> None:
     a, _ = attached_pair(LinkParams(max_inflight_bytes=100))
     assert a.window_open(1000)
-    a.send(b"z" * 1000)
+    a.try_send(b"z" * 1000)
     assert not a.window_open(1)
 
 
 def test_resume_resends_exactly_what_the_peer_lacks() -> None:
     a, b = attached_pair()
     for i in range(10):
-        a.send(bytes([i]))
+        a.try_send(bytes([i]))
     wire = bytes(a.data_to_send(0))
     b.receive_data(wire[: len(wire) // 2], 0)  # the connection dies halfway through
     got_before = drain_inbox(b)
@@ -102,7 +113,7 @@ def test_resume_resends_exactly_what_the_peer_lacks() -> None:
 def test_resume_does_not_resend_what_waits_undelivered_in_the_peer_inbox() -> None:
     a, b = attached_pair()
     for i in range(5):
-        a.send(bytes([i]))
+        a.try_send(bytes([i]))
     pump(a, b)
     reattach(a, b)
     pump(a, b)
@@ -115,16 +126,16 @@ def test_messages_accepted_while_detached_are_not_counted_as_resent() -> None:
     p = LinkParams()
     a, b = SessionCore(p), SessionCore(p)
     for i in range(3):
-        a.send(bytes([i]))  # before the first connection: never on a wire
+        a.try_send(bytes([i]))  # before the first connection: never on a wire
     reattach(a, b)
     pump(a, b)
     assert drain_inbox(b) == [bytes([i]) for i in range(3)]
     assert a.stats.resent == 0
-    a.send(b"lost with the link")  # 4: queued on the first connection, which dies
+    a.try_send(b"lost with the link")  # 4: queued on the first connection, which dies
     a.data_to_send(0)
     a.detach()
     b.detach()
-    a.send(b"while detached")  # 5: first goes out on the next connection
+    a.try_send(b"while detached")  # 5: first goes out on the next connection
     reattach(a, b)
     pump(a, b)
     assert drain_inbox(b) == [b"lost with the link", b"while detached"]
@@ -133,7 +144,7 @@ def test_messages_accepted_while_detached_are_not_counted_as_resent() -> None:
 
 def test_duplicates_from_a_peer_resending_too_much_are_dropped() -> None:
     a, b = attached_pair()
-    a.send(b"one")
+    a.try_send(b"one")
     pump(a, b)
     b.detach()
     b.attach(b.params, 0, 0.0)
@@ -171,8 +182,8 @@ def test_bad_input_is_a_protocol_error_with_an_error_frame(wire: bytes, match: s
 
 def test_ack_going_backwards_is_a_protocol_error() -> None:
     a, b = attached_pair()
-    a.send(b"1")
-    a.send(b"2")
+    a.try_send(b"1")
+    a.try_send(b"2")
     pump(a, b)
     a.receive_data(U64_FRAME.pack(9, FrameType.ACK, 2), 0)
     with pytest.raises(ProtocolError, match="backwards"):
@@ -191,7 +202,7 @@ def test_attach_with_impossible_positions_is_refused() -> None:
     with pytest.raises(ProtocolError, match=r"never|only 0"):
         a.attach(a.params, 3, 0)
     a2, b2 = attached_pair()
-    a2.send(b"x")
+    a2.try_send(b"x")
     pump(a2, b2)
     b2.take()
     b2.handle_timer(1.0)
@@ -205,7 +216,7 @@ def test_attach_with_impossible_positions_is_refused() -> None:
 def test_large_message_split_across_many_reads() -> None:
     a, b = attached_pair()
     payload = bytes(range(256)) * 4000
-    a.send(payload)
+    a.try_send(payload)
     wire = bytes(a.data_to_send(0))
     for i in range(0, len(wire), 1000):
         b.receive_data(wire[i : i + 1000], 0)
@@ -236,10 +247,10 @@ def test_dead_link_pings_once_per_interval_not_in_a_loop() -> None:
 
 def test_close_handshake() -> None:
     a, b = attached_pair()
-    a.send(b"last")
+    a.try_send(b"last")
     a.close()
     with pytest.raises(SessionClosed):
-        a.send(b"too late")
+        a.try_send(b"too late")
     assert a.state is SessionState.CLOSING
     data = bytes(a.data_to_send(0))
     events = b.receive_data(data, 0)
@@ -252,7 +263,7 @@ def test_close_handshake() -> None:
 
 def test_close_while_detached_is_sent_after_the_replay() -> None:
     a, b = attached_pair()
-    a.send(b"m")
+    a.try_send(b"m")
     a.detach()
     b.detach()
     a.close()
@@ -278,7 +289,7 @@ def test_u64_sequence_space() -> None:
     b.received = b.delivered = b.ack_sent = 2**64 - 3
     b.detach()
     b.attach(b.params, 0, 0)
-    a.send(b"big")
+    a.try_send(b"big")
     b.receive_data(bytes(a.data_to_send(0)), 0)
     assert drain_inbox(b) == [b"big"], "sequence numbers near 2**64 still encode and decode"
 
@@ -287,7 +298,8 @@ def test_timer_fires_exactly_at_the_deadline_it_announced() -> None:
     """Float rounding must not leave a deadline that never fires (the timer would spin)."""
     start = next(t for t in (5.0 + i * 0.0137 for i in range(10_000)) if (t + 3.0) - t < 3.0)
     a, _ = attached_pair(SMALL, now=start)
-    a.last_send = start + 100  # no PING due: only the dead-link deadline remains
+    assert a._conn is not None
+    a._conn.last_send = start + 100  # no PING due: only the dead-link deadline remains
     deadline = a.next_deadline()
     assert deadline == start + 3.0
     events = a.handle_timer(deadline)
@@ -296,7 +308,7 @@ def test_timer_fires_exactly_at_the_deadline_it_announced() -> None:
 
 def test_messages_left_in_the_inbox_across_a_reconnect_are_still_acknowledged() -> None:
     a, b = attached_pair()
-    a.send(b"waiting")
+    a.try_send(b"waiting")
     pump(a, b, now=0.0)
     reattach(a, b, now=1.0)  # the application has not read it yet
     pump(a, b, now=1.0)
@@ -320,7 +332,7 @@ def test_session_parser_is_independent_of_read_boundaries(sizes: list[int], cuts
     a, b = attached_pair()
     sent = [bytes([i % 256]) * n for i, n in enumerate(sizes)]
     for payload in sent:
-        a.send(payload)
+        a.try_send(payload)
     wire = bytes(a.data_to_send(0))
     pos = 0
     for cut in [*cuts, len(wire)]:
@@ -331,7 +343,8 @@ def test_session_parser_is_independent_of_read_boundaries(sizes: list[int], cuts
     else:
         b.receive_data(wire[pos:], 0.0)
     assert drain_inbox(b) == sent
-    assert not b._parts and not b._need, "nothing left pending once every frame is complete"
+    assert b._conn is not None
+    assert not b._conn.parts and not b._conn.need, "nothing left pending once every frame is complete"
 
 
 @given(
@@ -347,7 +360,7 @@ def test_large_payloads_go_out_uncopied_and_arrive_whole(sizes: list[int], cuts:
     a, b = attached_pair()
     sent = [bytes([i % 256]) * n for i, n in enumerate(sizes)]
     for payload in sent[: len(sent) // 2]:
-        a.send(payload)
+        a.try_send(payload)
     a.send_many(sent[len(sent) // 2 :])
     buffers = a.buffers_to_send(0)
     assert any(buf is payload for buf in buffers for payload in sent if len(payload) >= LARGE_PAYLOAD) == any(
@@ -360,7 +373,7 @@ def test_large_payloads_go_out_uncopied_and_arrive_whole(sizes: list[int], cuts:
     rest = [memoryview(stream)[written:]]
     a.handle_timer(a.params.heartbeat_interval)
     sent.append(b"z" * LARGE_PAYLOAD)
-    a.send(sent[-1])
+    a.try_send(sent[-1])
     a.unsend(rest)
     wire = stream[:written] + b"".join(a.buffers_to_send(0))
     assert wire[: len(stream)] == stream, "the unwritten bytes go out before what was queued after them"
@@ -375,4 +388,133 @@ def test_large_payloads_go_out_uncopied_and_arrive_whole(sizes: list[int], cuts:
     received = drain_inbox(b)
     assert received == sent
     assert all(type(m) is bytes for m in received), "receive() hands out bytes"
-    assert not b._parts and not b._need
+    assert b._conn is not None
+    assert not b._conn.parts and not b._conn.need
+
+
+def test_try_send_refuses_too_large_and_returns_zero_on_a_full_window() -> None:
+    a, _ = attached_pair(SMALL)
+    with pytest.raises(MessageTooLarge, match="1025 bytes > max_message_size 1024"):
+        a.try_send(b"x" * 1025)
+    assert a.next_seq == 1 and not a.unacked
+    for i in range(8):
+        assert a.try_send(b"x") == i + 1
+    before = (a.next_seq, len(a.unacked), a.unacked_bytes, a.stats.sent, bytes(a.data_to_send(0)))
+    assert a.try_send(b"x") == 0, "full window: nothing accepted"
+    assert (a.next_seq, len(a.unacked), a.unacked_bytes, a.stats.sent, bytes(a.data_to_send(0))) == (
+        *before[:4],
+        b"",
+    ), "a refused message changes nothing and queues nothing"
+
+
+def test_send_many_stops_where_the_window_shuts_and_continues_from_there() -> None:
+    a, b = attached_pair(SMALL)
+    payloads = [bytes([i]) for i in range(12)]
+    assert a.send_many(payloads) == 8
+    pump(a, b)
+    drain_inbox(b)
+    pump(a, b)
+    assert a.send_many(payloads, 8) == 12
+    pump(a, b)
+    assert drain_inbox(b) == payloads[8:]
+
+
+def test_stop_sending_refuses_new_messages_but_delivers_the_accepted_ones() -> None:
+    a, b = attached_pair()
+    a.try_send(b"accepted")
+    a.stop_sending()
+    a.stop_sending()  # idempotent
+    assert a.our_state is OurSide.STOPPED and a.send_closed and not a.close_sent
+    with pytest.raises(SessionClosed, match="closing or closed"):
+        a.try_send(b"late")
+    with pytest.raises(SessionClosed, match="closing or closed"):
+        a.send_many([b"late"])
+    pump(a, b)
+    assert drain_inbox(b) == [b"accepted"] and not b.peer_closed, "no CLOSE until close()"
+    a.close()
+    a.close()  # idempotent
+    assert a.our_state is OurSide.CLOSE_SENT and a.state is SessionState.CLOSING
+    pump(a, b)
+    assert b.their_state is TheirSide.CLOSE_RECEIVED and b.our_state is OurSide.CLOSE_SENT
+    assert a.peer_closed and a.state is SessionState.CLOSED and b.state is SessionState.CLOSED
+
+
+def test_close_is_resent_on_every_attach_until_answered() -> None:
+    a, b = attached_pair()
+    a.close()
+    a.data_to_send(0)  # lost with the connection
+    reattach(a, b)
+    pump(a, b)
+    assert b.peer_closed and a.state is SessionState.CLOSED
+
+
+def test_an_ended_session_sends_nothing_more() -> None:
+    a, _ = attached_pair()
+    a.detach()
+    a.finish(Transition.EXPIRE)
+    assert a.our_state is OurSide.STOPPED and a.send_closed
+    with pytest.raises(SessionClosed):
+        a.try_send(b"x")
+    a.close()
+    assert a.state is SessionState.EXPIRED and not a.close_sent, "nobody to tell: close() only stops sending"
+
+
+def test_side_tables_reject_impossible_transitions() -> None:
+    assert next_our_side(OurSide.CLOSE_SENT, SideEvent.STOP_SENDING) is OurSide.CLOSE_SENT
+    with pytest.raises(RuntimeError, match="our side"):
+        next_our_side(OurSide.CLOSE_SENT, SideEvent.SEND_CLOSE)
+    with pytest.raises(RuntimeError, match="their side"):
+        next_their_side(TheirSide.CLOSE_RECEIVED, SideEvent.RECEIVE_CLOSE)
+    assert not any(side is OurSide.CLOSE_SENT and to is not side for (side, _), to in OUR_TRANSITIONS.items())
+
+
+def test_second_close_from_the_peer_is_a_protocol_error() -> None:
+    _, b = attached_pair()
+    b.receive_data(U64_FRAME.pack(9, FrameType.CLOSE, 0), 0.0)
+    with pytest.raises(ProtocolError, match="twice"):
+        b.receive_data(U64_FRAME.pack(9, FrameType.CLOSE, 0), 0.0)
+
+
+def test_connection_state_lives_and_dies_with_the_connection() -> None:
+    a, b = attached_pair(SMALL, now=2.0)
+    assert a.attached and a.last_recv == a.last_send == 2.0
+    a.try_send(b"x" * 100)
+    b.receive_data(bytes(a.data_to_send(2.0))[:10], 2.0)  # half a frame pending
+    assert b._conn is not None and b._conn.need
+    b.detach()
+    assert not b.attached and b._conn is None and b.next_deadline() == math.inf
+    assert b.buffers_to_send(3.0) == [] and not b.has_data_to_send()
+    b.attach(b.params, 0, 3.0)
+    assert b._conn is not None and not b._conn.parts and not b._conn.need, "no half frame carried over"
+
+
+def test_arrived_counts_queued_messages_delivered_counts_taken_ones() -> None:
+    a, b = attached_pair()
+    a.try_send(b"1")
+    a.try_send(b"2")
+    pump(a, b)
+    b.take()
+    assert b.stats.arrived == 2 and b.delivered == 1
+
+
+def test_replay_and_release_use_the_same_frames_as_a_live_send() -> None:
+    """A message's frame is the same whether sent live, replayed on attach or released by a store."""
+    live_a, live_b = attached_pair()
+    payloads = [b"small", b"L" * LARGE_PAYLOAD]
+    for p in payloads:
+        live_a.try_send(p)
+    live = bytes(live_a.data_to_send(0))[U64_FRAME.size :]
+    replay_a = SessionCore(LinkParams())
+    for p in payloads:
+        replay_a.try_send(p)
+    replay_a.attach(replay_a.params, 0, 0.0)
+    assert bytes(replay_a.data_to_send(0))[U64_FRAME.size :] == live
+    durable_a, _ = attached_pair()
+    durable_a.durable = True
+    durable_a.data_to_send(0)
+    for p in payloads:
+        durable_a.try_send(p)
+    assert not durable_a.has_data_to_send()
+    durable_a.durable_done(2, 0)
+    assert bytes(durable_a.data_to_send(0)) == live
+    del live_b
