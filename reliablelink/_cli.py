@@ -174,7 +174,7 @@ def _add_chaos_proxy(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "chaos-proxy",
         help="a TCP proxy that adds latency, caps bandwidth, slices, blackholes and resets connections",
         description="Forward --listen to --upstream and misbehave. Toxics: latency=S, jitter=S, bandwidth=BYTES_PER_S, "
-        "slice_size=N, blackhole=up|down|both, reset_after=BYTES, slow_close=S, refuse=1.",
+        "segment=N, blackhole=to_server|to_client|both, reset_after=BYTES, slow_close=S, refuse=1.",
     )
     proxy.add_argument("--listen", required=True, help="tcp://host:port to listen on")
     proxy.add_argument("--upstream", required=True, help="tcp://host:port of the real server")
@@ -185,19 +185,9 @@ def _add_chaos_proxy(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _chaos_proxy(args: argparse.Namespace) -> int:
-    from .testing import Toxics
-    from .testing._proxy_cli import run_proxy
+    from .testing._proxy_cli import chaos_proxy_command
 
-    try:
-        for spec in args.toxic:
-            Toxics().set(spec)
-    except ValueError as exc:
-        print(f"reliablelink chaos-proxy: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return trio.run(run_proxy, args.listen, args.upstream, args.toxic, args.kill_every, args.duration)
-    except KeyboardInterrupt:
-        return 0
+    return chaos_proxy_command(args.listen, args.upstream, args.toxic, args.kill_every, args.duration)
 
 
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

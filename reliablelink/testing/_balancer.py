@@ -7,15 +7,14 @@ chosen at random (seeded), so sessions move between nodes.
 
 from __future__ import annotations
 
-import contextlib
 import random
 from urllib.parse import urlsplit
 
 import trio
 
-__all__ = ["LoadBalancer"]
+from ._forward import splice
 
-_CHUNK = 65536
+__all__ = ["LoadBalancer"]
 
 
 class LoadBalancer:
@@ -69,16 +68,7 @@ class LoadBalancer:
                     upstream = await trio.open_tcp_stream(target.hostname or "127.0.0.1", target.port or 0)
                 except OSError:
                     return
-                async with upstream, trio.open_nursery() as nursery:
-                    nursery.start_soon(_pipe, client, upstream, nursery.cancel_scope)
-                    nursery.start_soon(_pipe, upstream, client, nursery.cancel_scope)
+                await splice(client, upstream)
         finally:
             self._scopes.discard(scope)
             await trio.aclose_forcefully(client)
-
-
-async def _pipe(source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope) -> None:
-    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        while data := await source.receive_some(_CHUNK):
-            await sink.send_all(data)
-    scope.cancel()

@@ -9,6 +9,7 @@ already open and new ones; assigning a new ``Toxics`` object affects new connect
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
 import socket
@@ -18,53 +19,165 @@ from urllib.parse import urlsplit
 
 import trio
 
+from ._forward import CHUNK, splice
+from ._renames import TOXIC_DIRECTION_RENAMES, TOXIC_RENAMES, warn_renamed
+
 __all__ = ["ChaosProxy", "Toxics"]
 
-_CHUNK = 65536
 _QUEUE = 64  # chunks in flight per direction inside the proxy (bounded: backpressure holds)
 
 
-@dataclass
+@dataclass(init=False)
 class Toxics:
     """What the proxy does to the bytes it forwards. Change the fields at any time.
+
+    The names are those of every fault tool in :mod:`reliablelink.testing` (see
+    ``docs/chaos.md``); ``slice_size``, ``blackhole_up`` and ``blackhole_down`` are
+    deprecated aliases of ``segment``, ``blackhole_to_server`` and ``blackhole_to_client``.
 
     Attributes:
         latency: seconds added to every chunk, each direction (chunks stay pipelined).
         jitter: up to this many seconds more, uniformly at random (order is kept).
         bandwidth: bytes per second, each direction (``None``: unlimited).
-        slice_size: forward at most this many bytes per write (1 delivers byte by byte).
-        blackhole_up: silently drop client -> server bytes.
-        blackhole_down: silently drop server -> client bytes.
-        reset_after: reset a connection (RST both ways) once it forwarded this many bytes.
+        segment: forward at most this many bytes per write, so the receiver reads pieces
+            of at most this size (1 delivers byte by byte).
+        blackhole_to_server: silently drop client -> server bytes.
+        blackhole_to_client: silently drop server -> client bytes.
+        reset_after: reset a connection (RST both ways) once it forwarded this many bytes,
+            both directions counted together.
         slow_close: seconds to wait before passing an end of stream on.
         refuse: close new connections as soon as they are accepted.
     """
 
-    latency: float = 0.0
-    jitter: float = 0.0
-    bandwidth: float | None = None
-    slice_size: int | None = None
-    blackhole_up: bool = False
-    blackhole_down: bool = False
-    reset_after: int | None = None
-    slow_close: float = 0.0
-    refuse: bool = False
+    latency: float
+    jitter: float
+    bandwidth: float | None
+    segment: int | None
+    blackhole_to_server: bool
+    blackhole_to_client: bool
+    reset_after: int | None
+    slow_close: float
+    refuse: bool
+
+    def __init__(  # noqa: PLR0917 (positional, like the dataclass's own __init__ was)
+        self,
+        latency: float = 0.0,
+        jitter: float = 0.0,
+        bandwidth: float | None = None,
+        segment: int | None = None,
+        blackhole_to_server: bool = False,
+        blackhole_to_client: bool = False,
+        reset_after: int | None = None,
+        slow_close: float = 0.0,
+        refuse: bool = False,
+        *,
+        slice_size: int | None = None,
+        blackhole_up: bool | None = None,
+        blackhole_down: bool | None = None,
+    ) -> None:
+        """Set the toxics; every field defaults to "no fault".
+
+        Args:
+            latency: see the class attributes.
+            jitter: see the class attributes.
+            bandwidth: see the class attributes.
+            segment: see the class attributes.
+            blackhole_to_server: see the class attributes.
+            blackhole_to_client: see the class attributes.
+            reset_after: see the class attributes.
+            slow_close: see the class attributes.
+            refuse: see the class attributes.
+            slice_size: deprecated alias of ``segment``.
+            blackhole_up: deprecated alias of ``blackhole_to_server``.
+            blackhole_down: deprecated alias of ``blackhole_to_client``.
+        """
+        self.latency = latency
+        self.jitter = jitter
+        self.bandwidth = bandwidth
+        self.segment = segment
+        self.blackhole_to_server = blackhole_to_server
+        self.blackhole_to_client = blackhole_to_client
+        self.reset_after = reset_after
+        self.slow_close = slow_close
+        self.refuse = refuse
+        if slice_size is not None:
+            warn_renamed("Toxics(slice_size=...)", "Toxics(segment=...)")
+            self.segment = slice_size
+        if blackhole_up is not None:
+            warn_renamed("Toxics(blackhole_up=...)", "Toxics(blackhole_to_server=...)")
+            self.blackhole_to_server = blackhole_up
+        if blackhole_down is not None:
+            warn_renamed("Toxics(blackhole_down=...)", "Toxics(blackhole_to_client=...)")
+            self.blackhole_to_client = blackhole_down
+
+    @property
+    def slice_size(self) -> int | None:
+        """Deprecated alias of :attr:`segment`."""
+        warn_renamed("Toxics.slice_size", "Toxics.segment")
+        return self.segment
+
+    @slice_size.setter
+    def slice_size(self, value: int | None) -> None:
+        warn_renamed("Toxics.slice_size", "Toxics.segment")
+        self.segment = value
+
+    @property
+    def blackhole_up(self) -> bool:
+        """Deprecated alias of :attr:`blackhole_to_server`."""
+        warn_renamed("Toxics.blackhole_up", "Toxics.blackhole_to_server")
+        return self.blackhole_to_server
+
+    @blackhole_up.setter
+    def blackhole_up(self, value: bool) -> None:
+        warn_renamed("Toxics.blackhole_up", "Toxics.blackhole_to_server")
+        self.blackhole_to_server = value
+
+    @property
+    def blackhole_down(self) -> bool:
+        """Deprecated alias of :attr:`blackhole_to_client`."""
+        warn_renamed("Toxics.blackhole_down", "Toxics.blackhole_to_client")
+        return self.blackhole_to_client
+
+    @blackhole_down.setter
+    def blackhole_down(self, value: bool) -> None:
+        warn_renamed("Toxics.blackhole_down", "Toxics.blackhole_to_client")
+        self.blackhole_to_client = value
 
     def set(self, spec: str) -> None:
-        """Apply ``name=value`` (the command line's ``--toxic``), e.g. ``latency=0.1``,
-        ``blackhole=up``, ``blackhole=down``, ``blackhole=both``, ``refuse=1``."""
+        """Apply one ``name=value`` (the command line's ``--toxic``).
+
+        For example ``latency=0.1``, ``segment=1``, ``reset_after=20000``, ``refuse=1``,
+        ``blackhole=to_server``, ``blackhole=to_client`` or ``blackhole=both``. The old
+        names (``slice_size``, ``blackhole_up``, ``blackhole_down``, ``blackhole=up``,
+        ``blackhole=down``) still work and emit a ``DeprecationWarning``.
+
+        Args:
+            spec: ``name=value``; ``-`` in the name reads as ``_``.
+
+        Raises:
+            ValueError: an unknown toxic name or ``blackhole`` direction, or a bad value.
+        """
         name, _, value = spec.partition("=")
         name = name.strip().replace("-", "_")
+        value = value.strip()
         if name == "blackhole":
-            self.blackhole_up = value in ("up", "both")
-            self.blackhole_down = value in ("down", "both")
+            if value in TOXIC_DIRECTION_RENAMES:
+                warn_renamed(f"blackhole={value}", f"blackhole={TOXIC_DIRECTION_RENAMES[value]}")
+                value = TOXIC_DIRECTION_RENAMES[value]
+            if value not in ("to_server", "to_client", "both"):
+                raise ValueError(f"blackhole={value!r}: the direction is to_server, to_client or both")
+            self.blackhole_to_server = value in ("to_server", "both")
+            self.blackhole_to_client = value in ("to_client", "both")
             return
-        if name not in {f for f in Toxics.__dataclass_fields__}:
+        if name in TOXIC_RENAMES:
+            warn_renamed(f"toxic {name}", TOXIC_RENAMES[name])
+            name = TOXIC_RENAMES[name]
+        if name not in Toxics.__dataclass_fields__:
             raise ValueError(f"unknown toxic {name!r}; known: {', '.join(Toxics.__dataclass_fields__)}, blackhole")
         current = getattr(self, name)
         if isinstance(current, bool):
             setattr(self, name, value.lower() in ("1", "true", "yes", "on"))
-        elif name in ("slice_size", "reset_after"):
+        elif name in ("segment", "reset_after"):
             setattr(self, name, int(value) if value else None)
         elif name == "bandwidth":
             setattr(self, name, float(value) if value else None)
@@ -166,36 +279,32 @@ class ChaosProxy:
         self.connections_made += 1
         try:
             with conn.scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._direction, conn, client, upstream, True, nursery.cancel_scope)
-                    nursery.start_soon(self._direction, conn, upstream, client, False, nursery.cancel_scope)
+                await splice(client, upstream, functools.partial(self._direction, conn))
         finally:
-            self._live.discard(conn)
-            # Shielded: if we are being cancelled, the first aclose would re-raise Cancelled
-            # and skip the second, leaking a socket.
-            with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(client)
-                await trio.aclose_forcefully(upstream)
+            self._live.discard(conn)  # splice closed both streams
 
     async def _direction(
-        self, conn: _Proxied, source: trio.SocketStream, sink: trio.SocketStream, up: bool, scope: trio.CancelScope
+        self, conn: _Proxied, source: trio.SocketStream, sink: trio.SocketStream, to_server: bool
     ) -> None:
         # A reader stamps each chunk with its due time; a writer delivers it then. Latency
         # delays the data without serializing it, and the bounded queue keeps backpressure.
         send, receive = trio.open_memory_channel[tuple[float, bytes]](_QUEUE)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._read_side, conn, source, send, up)
+            nursery.start_soon(self._read_side, conn, source, send, to_server)
             nursery.start_soon(self._write_side, conn, sink, receive)
-        scope.cancel()
 
     async def _read_side(
-        self, conn: _Proxied, source: trio.SocketStream, send: trio.MemorySendChannel[tuple[float, bytes]], up: bool
+        self,
+        conn: _Proxied,
+        source: trio.SocketStream,
+        send: trio.MemorySendChannel[tuple[float, bytes]],
+        to_server: bool,
     ) -> None:
         toxics = self.toxics
         async with send:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                while data := await source.receive_some(_CHUNK):
-                    if conn.blackholed or (toxics.blackhole_up if up else toxics.blackhole_down):
+                while data := await source.receive_some(CHUNK):
+                    if conn.blackholed or (toxics.blackhole_to_server if to_server else toxics.blackhole_to_client):
                         continue
                     delay = toxics.latency + (self._rng.uniform(0, toxics.jitter) if toxics.jitter else 0.0)
                     await send.send((trio.current_time() + delay, data))
@@ -211,7 +320,7 @@ class ChaosProxy:
             async for due, data in receive:
                 last_due = max(last_due, due)  # jitter never reorders bytes
                 await trio.sleep_until(last_due)
-                step = toxics.slice_size or len(data)
+                step = toxics.segment or len(data)
                 for i in range(0, len(data), step):
                     piece = data[i : i + step]
                     if toxics.reset_after is not None and conn.forwarded + len(piece) > toxics.reset_after:
@@ -225,7 +334,7 @@ class ChaosProxy:
                     conn.forwarded += len(piece)
                     if toxics.bandwidth:
                         await trio.sleep(len(piece) / toxics.bandwidth)
-                    elif toxics.slice_size:
+                    elif toxics.segment:
                         await trio.lowlevel.checkpoint()
             with contextlib.suppress(OSError, trio.ClosedResourceError):
                 await sink.send_eof()

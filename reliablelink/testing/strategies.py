@@ -21,48 +21,80 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import trio
 from hypothesis import strategies as st
 
 from ..transports._memory import MemoryConnection, MemoryTransport
+from ._renames import KIND_RENAMES, warn_renamed
 
-__all__ = ["FAULT_KINDS", "Fault", "fault_schedules", "run_schedule"]
+__all__ = ["FAULT_KINDS", "Fault", "FaultKind", "fault_schedules", "run_schedule"]
 
-#: Every fault a schedule can hold.
-FAULT_KINDS = (
+#: The kind of a :class:`Fault`. The names are those of the other fault tools too
+#: (``MemoryConnection.blackhole()``/``degrade()``, ``Toxics``; see ``docs/chaos.md``).
+FaultKind = Literal[
     "reset",  # RST both ways
-    "pull",  # cable pulled: blackhole both ways (silence, no FIN/RST)
-    "pull_to_server",  # one direction silent
-    "pull_to_client",
+    "blackhole",  # cable pulled: bytes vanish both ways (silence, no FIN/RST)
+    "blackhole_to_server",  # one direction silent
+    "blackhole_to_client",
     "clog",  # bytes held for `duration`, then released
     "latency",  # `value` seconds added to every byte, from now on
     "jitter",  # up to `value` seconds more per write, from now on (order kept)
     "bandwidth",  # at most `value` bytes per second, from now on
     "segment",  # reads return at most `value` bytes (1: byte by byte)
-    "drop_after",  # reset after `value` more bytes
+    "reset_after",  # reset (both ways) after `value` more bytes
     "refuse",  # new connections refused for `duration`
     "slow_connect",  # new connections take `value` seconds to open, for `duration`
     "restart",  # the server process stops gracefully, is down for `duration`, starts again
     "crash",  # the same, but killed: its last writes to the store are lost (fault_schedules(restarts=True))
-)
+]
+
+#: Every fault a schedule can hold (the values of :data:`FaultKind`).
+FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 
 
 @dataclass(frozen=True)
 class Fault:
-    """One fault: ``kind`` (see :data:`FAULT_KINDS`) at ``at`` seconds, lasting ``duration``
-    where that applies, with a ``value`` where that applies."""
+    """One fault: ``kind`` at ``at`` seconds, lasting ``duration`` where that applies, with a
+    ``value`` where that applies.
+
+    The kinds of earlier releases (``"pull"``, ``"pull_to_server"``, ``"pull_to_client"``,
+    ``"drop_after"``) are deprecated: they are mapped to the new kind with a
+    ``DeprecationWarning``.
+
+    Attributes:
+        at: seconds from the start of the run.
+        kind: which fault (see :data:`FaultKind`).
+        duration: how long it lasts, for ``clog``, ``refuse``, ``slow_connect``,
+            ``restart`` and ``crash``.
+        value: its size, for ``latency``, ``jitter``, ``bandwidth``, ``segment``,
+            ``reset_after`` and ``slow_connect``.
+
+    Raises:
+        ValueError: an unknown ``kind``.
+    """
 
     at: float
-    kind: str
+    kind: FaultKind
     duration: float = 0.0
     value: float = 0.0
+
+    def __post_init__(self) -> None:
+        kind: str = self.kind
+        if kind in KIND_RENAMES:
+            warn_renamed(f"fault kind {kind!r}", repr(KIND_RENAMES[kind]), stacklevel=4)
+            object.__setattr__(self, "kind", KIND_RENAMES[kind])
+        elif kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r} (known: {', '.join(FAULT_KINDS)})")
 
 
 def _fault(restarts: bool) -> st.SearchStrategy[Fault]:
     kinds = [
         st.builds(
-            Fault, at=st.floats(0, 10), kind=st.sampled_from(["reset", "pull", "pull_to_server", "pull_to_client"])
+            Fault,
+            at=st.floats(0, 10),
+            kind=st.sampled_from(["reset", "blackhole", "blackhole_to_server", "blackhole_to_client"]),
         ),
         st.builds(Fault, at=st.floats(0, 10), kind=st.just("clog"), duration=st.floats(0.01, 5)),
         st.builds(Fault, at=st.floats(0, 10), kind=st.just("refuse"), duration=st.floats(0.01, 8)),
@@ -70,7 +102,7 @@ def _fault(restarts: bool) -> st.SearchStrategy[Fault]:
         st.builds(Fault, at=st.floats(0, 10), kind=st.just("jitter"), value=st.floats(0, 0.3)),
         st.builds(Fault, at=st.floats(0, 10), kind=st.just("bandwidth"), value=st.floats(20_000, 1_000_000)),
         st.builds(Fault, at=st.floats(0, 10), kind=st.just("segment"), value=st.integers(1, 2000).map(float)),
-        st.builds(Fault, at=st.floats(0, 10), kind=st.just("drop_after"), value=st.integers(0, 50_000).map(float)),
+        st.builds(Fault, at=st.floats(0, 10), kind=st.just("reset_after"), value=st.integers(0, 50_000).map(float)),
         st.builds(
             Fault, at=st.floats(0, 10), kind=st.just("slow_connect"), duration=st.floats(0.01, 8), value=st.floats(0, 3)
         ),
@@ -146,8 +178,12 @@ def _cut(conn: MemoryConnection, fault: Fault, nursery: trio.Nursery) -> None:
     kind = fault.kind
     if kind == "reset":
         conn.reset()
-    elif kind.startswith("pull"):
-        conn.blackhole(kind.removeprefix("pull_") if "_" in kind else "both")
+    elif kind == "blackhole":
+        conn.blackhole("both")
+    elif kind == "blackhole_to_server":
+        conn.blackhole("to_server")
+    elif kind == "blackhole_to_client":
+        conn.blackhole("to_client")
     elif kind == "clog":
         conn.clog()
         nursery.start_soon(_unclog_after, conn, fault.duration)
@@ -166,8 +202,8 @@ def _degrade(conn: MemoryConnection, fault: Fault) -> None:
         conn.degrade(bandwidth=value)
     elif kind == "segment":
         conn.degrade(segment=int(value))
-    elif kind == "drop_after":
-        conn.degrade(drop_after=int(value))
+    elif kind == "reset_after":
+        conn.degrade(reset_after=int(value))
     else:
         raise ValueError(f"unknown fault kind {kind!r} (known: {', '.join(FAULT_KINDS)})")
 

@@ -7,12 +7,17 @@ silently, no FIN, no RST, the way a pulled cable looks) or clogged (bytes held, 
 Links can also be degraded: latency with seeded jitter, a bandwidth cap, reads cut into
 small segments, a reset after N bytes; and a listener can refuse or delay new connections.
 It runs on any Trio clock, including ``trio.testing.MockClock``.
+
+The fault names (``blackhole``, ``segment``, ``reset_after``, directions ``to_server`` and
+``to_client``) are those of :class:`~reliablelink.testing.ChaosProxy` and of the fault
+schedules too (``docs/chaos.md``); ``drop_after`` is a deprecated alias of ``reset_after``.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult
@@ -28,6 +33,12 @@ DEFAULT_BUFFER = 256 * 1024
 #: Ethernet), each when it has passed the cap: a slow link trickles, it does not go silent
 #: for the time a whole write takes.
 CAPPED_SEGMENT = 1460
+
+
+def _warn_renamed(old: str, new: str) -> None:
+    warnings.warn(
+        f"{old} is deprecated and will be removed in the next release; use {new}", DeprecationWarning, stacklevel=3
+    )
 
 
 class _Pipe:
@@ -52,9 +63,27 @@ class _Pipe:
         self.free_at = 0.0  # when the bandwidth-capped link has sent what is queued
         self.last_due = 0.0
         self.segment: int | None = None  # most bytes one read returns (1: byte by byte)
-        self.drop_after: int | None = None  # reset once this many bytes have passed
+        self.reset_after: int | None = None  # reset the connection once this many bytes have passed
         self.bytes_passed = 0
         self.lot = trio.lowlevel.ParkingLot()
+        self.peer: _Pipe | None = None  # the other direction, reset along with this one
+
+    @property
+    def drop_after(self) -> int | None:
+        """Deprecated alias of ``reset_after``."""
+        _warn_renamed("drop_after", "reset_after")
+        return self.reset_after
+
+    @drop_after.setter
+    def drop_after(self, value: int | None) -> None:
+        _warn_renamed("drop_after", "reset_after")
+        self.reset_after = value
+
+    def reset(self) -> None:
+        """Break this direction: its writer and its reader see ``BrokenResourceError``."""
+        self.broken = True
+        self.clear()
+        self.changed()
 
     @property
     def buf(self) -> bytes:
@@ -77,12 +106,14 @@ class _Pipe:
             if self.blackhole:
                 break
             room = self.limit - self.queued
-            if self.drop_after is not None:
-                room = min(room, self.drop_after - self.bytes_passed)
+            if self.reset_after is not None:
+                room = min(room, self.reset_after - self.bytes_passed)
                 if room <= 0:
-                    # The connection dies mid-stream, wherever the frame boundaries are.
-                    self.broken = True
-                    self.changed()
+                    # The connection dies mid-stream, wherever the frame boundaries are,
+                    # both ways (an RST), like MemoryConnection.reset().
+                    self.reset()
+                    if self.peer is not None:
+                        self.peer.reset()
                     continue
             if room > 0:
                 piece = bytes(view[:room])
@@ -189,6 +220,8 @@ class MemoryConnection:
     def __post_init__(self) -> None:
         self.client = MemoryStream(self.to_server, self.to_client)
         self.server = MemoryStream(self.to_client, self.to_server)
+        self.to_server.peer = self.to_client
+        self.to_client.peer = self.to_server
 
     def _pipes(self, direction: str) -> list[_Pipe]:
         return {"both": [self.to_server, self.to_client], "to_server": [self.to_server], "to_client": [self.to_client]}[
@@ -198,9 +231,7 @@ class MemoryConnection:
     def reset(self) -> None:
         """Both ends see ``BrokenResourceError`` on their next read or write (like a TCP RST)."""
         for pipe in self._pipes("both"):
-            pipe.broken = True
-            pipe.clear()
-            pipe.changed()
+            pipe.reset()
 
     def blackhole(self, direction: str = "both") -> None:
         """Bytes in flight and bytes sent from now on vanish; neither end is told (a pulled cable).
@@ -232,8 +263,9 @@ class MemoryConnection:
         jitter: float | None = None,
         bandwidth: float | None = None,
         segment: int | None = None,
-        drop_after: int | None = None,
+        reset_after: int | None = None,
         seed: int = 0,
+        drop_after: int | None = None,
     ) -> None:
         """Make the link slow or fragile without cutting it. Affects bytes written from now on.
 
@@ -244,9 +276,14 @@ class MemoryConnection:
                 bytes still arrive in order (a late write holds back the ones after it).
             bandwidth: bytes per second; ``0`` or less removes the cap.
             segment: most bytes a single read returns (1 delivers byte by byte).
-            drop_after: reset the connection once this many more bytes have passed.
+            reset_after: reset the connection, both ways (like :meth:`reset`), once this many
+                more bytes have passed in ``direction`` (each direction counts its own).
             seed: seeds the jitter.
+            drop_after: deprecated alias of ``reset_after``.
         """
+        if drop_after is not None:
+            _warn_renamed("degrade(drop_after=...)", "degrade(reset_after=...)")
+            reset_after = drop_after
         if (latency is not None and latency < 0) or (jitter is not None and jitter < 0):
             raise ValueError("latency and jitter must be >= 0")
         for pipe in self._pipes(direction):
@@ -260,8 +297,8 @@ class MemoryConnection:
                 pipe.bandwidth = bandwidth if bandwidth > 0 else None
             if segment is not None:
                 pipe.segment = segment
-            if drop_after is not None:
-                pipe.drop_after = pipe.bytes_passed + drop_after
+            if reset_after is not None:
+                pipe.reset_after = pipe.bytes_passed + reset_after
 
     @property
     def closed(self) -> bool:

@@ -69,7 +69,7 @@ def _set(**fields: Any) -> Callable[[ChaosProxy], None]:
     [
         {"latency": 0.05, "jitter": 0.05},
         {"bandwidth": 200_000},
-        {"slice_size": 1},
+        {"segment": 1},
         {"slow_close": 0.3},
     ],
     ids=["latency+jitter", "bandwidth", "byte-by-byte", "slow-close"],
@@ -84,7 +84,7 @@ async def test_reset_after_n_bytes_again_and_again() -> None:
     assert reconnects >= 5
 
 
-@pytest.mark.parametrize("direction", ["up", "down", "both"])
+@pytest.mark.parametrize("direction", ["to_server", "to_client", "both"])
 async def test_one_way_and_two_way_blackholes_heal(direction: str) -> None:
     # A blackhole on the live connection (new ones too), healed once the client noticed.
     async def scenario() -> None:
@@ -136,11 +136,11 @@ async def test_refused_connections_until_the_server_is_reachable_again() -> None
 
 def test_toxic_specs() -> None:
     t = Toxics()
-    for spec in ("latency=0.1", "jitter=0.02", "bandwidth=1000", "slice_size=1", "reset_after=10", "refuse=1"):
+    for spec in ("latency=0.1", "jitter=0.02", "bandwidth=1000", "segment=1", "reset_after=10", "refuse=1"):
         t.set(spec)
-    t.set("blackhole=down")
-    assert (t.latency, t.bandwidth, t.slice_size, t.reset_after, t.refuse) == (0.1, 1000, 1, 10, True)
-    assert t.blackhole_down and not t.blackhole_up
+    t.set("blackhole=to_client")
+    assert (t.latency, t.bandwidth, t.segment, t.reset_after, t.refuse) == (0.1, 1000, 1, 10, True)
+    assert t.blackhole_to_client and not t.blackhole_to_server
     with pytest.raises(ValueError, match="unknown toxic"):
         t.set("lag=1")
 

@@ -100,7 +100,7 @@ async def test_large_messages_through_a_throttled_resetting_link(seed: int) -> N
             server = await start_server(nursery, echo, "tcp://127.0.0.1:0", **FAST)
             proxy = ChaosProxy(server.url, seed=seed)
             url = await nursery.start(proxy.run)
-            for toxic in ("bandwidth=20000000", f"slice_size={rng.choice([1000, 70_000])}", "reset_after=600000"):
+            for toxic in ("bandwidth=20000000", f"segment={rng.choice([1000, 70_000])}", "reset_after=600000"):
                 proxy.toxics.set(toxic)
             async with reliablelink.connect(url, client_id="agent-1", key=KEY, **CLIENT) as session:
 

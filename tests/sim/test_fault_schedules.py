@@ -228,7 +228,7 @@ async def scenario(schedule: list[Fault], sizes: list[int], seed: int, stored: b
 @example(
     schedule=[
         Fault(at=2.147150715338499e-237, kind="segment", value=823.0),
-        Fault(at=2.533064890410029e-177, kind="pull_to_client"),
+        Fault(at=2.533064890410029e-177, kind="blackhole_to_client"),
         Fault(at=4.582577548929068e-17, kind="refuse", duration=3.118046881941603),
         Fault(at=0.02, kind="segment", value=4.0),
         Fault(at=0.11078121939026798, kind="latency", value=0.1933162266016027),

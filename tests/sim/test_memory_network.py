@@ -139,14 +139,14 @@ async def test_slow_connect_delays_new_connections_only(autojump_clock: trio.tes
         nursery.cancel_scope.cancel()
 
 
-async def test_segment_and_drop_after(autojump_clock: trio.testing.MockClock) -> None:
+async def test_segment_and_reset_after(autojump_clock: trio.testing.MockClock) -> None:
     transport = MemoryTransport()
     async with trio.open_nursery() as nursery:
         client, server, conn = await _pair(transport, nursery)
         conn.degrade("to_server", segment=1)
         await client.send_all(b"abc")
         assert [await server.receive_some(100) for _ in range(3)] == [b"a", b"b", b"c"]
-        conn.degrade("to_server", segment=1000, drop_after=10)
+        conn.degrade("to_server", segment=1000, reset_after=10)
         with pytest.raises(trio.BrokenResourceError):
             await client.send_all(b"x" * 11)
         with pytest.raises(trio.BrokenResourceError):
