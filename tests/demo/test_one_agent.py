@@ -7,8 +7,8 @@ import io
 
 import trio
 
-from reliablelink.demo._customer_service import run_customer_service
-from reliablelink.demo._views import PlainView
+from reliablelink.demo.run import run_customer_service
+from reliablelink.demo.views import PlainView
 
 
 async def test_single_agent_gets_its_conversations_back_on_a_new_session() -> None:

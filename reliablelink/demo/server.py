@@ -6,7 +6,7 @@ when port 0 was asked for). It runs until Ctrl-C (or SIGTERM) or ``--duration``,
 the visitors, waits for the last answers, closes every agent session (the agents then end
 too) and prints, per agent, what it routed and what came back, and last the round-trip
 ledger: *sent* are visitor messages, *delivered* those whose answer came back (see
-:mod:`reliablelink.demo._chat_ledger`). Exit status 0 only if that ledger is exact.
+:mod:`reliablelink.demo.chat`). Exit status 0 only if that ledger is exact.
 """
 
 from __future__ import annotations
@@ -19,11 +19,9 @@ from dataclasses import dataclass
 import trio
 
 from .. import serve
-from ._chat_ledger import ChatLedger
-from ._router import Router
-from ._stop_signals import stop_on_signals
-from ._views import TimedPrinter
-from ._visitors import run_visitors
+from .chat import ChatLedger
+from .router import Router, run_visitors
+from .views import TimedPrinter, stop_on_signals
 
 __all__ = ["DemoServerSettings", "run_demo_server"]
 
