@@ -60,7 +60,8 @@ the visitor would notice.
 
 The two-process ``demo-server`` cannot see what the agents received; it uses the
 :meth:`ChatLedger.round_trip` ledger instead: *sent* are visitor messages, *delivered* those
-whose answer reached the conversation.
+whose answer reached the conversation. It prints the rest as *unanswered*, not lost: it cannot
+tell the two apart (the agents may have left early).
 """
 
 from __future__ import annotations

@@ -88,6 +88,11 @@ class Router:
     Args:
         ledger: where every event is recorded.
         say: prints a line about something worth seeing (an agent joined, a handover).
+
+    Attributes:
+        handovers: times an ended session's conversations were handed over.
+        handed_over: messages taken back from ended sessions (sent to them, not answered there)
+            to be sent again, to another agent or to the same agent's next session.
     """
 
     def __init__(self, ledger: ChatLedger, say: Callable[[str], None] = print) -> None:
@@ -96,6 +101,7 @@ class Router:
         self.agents: list[AgentLink] = []
         self.conversations: dict[str, Conversation] = {}
         self.handovers = 0
+        self.handed_over = 0
         self.tallies: dict[str, LinkTally] = {}
         self._waiting: list[Conversation] = []
         self._changed = trio.lowlevel.ParkingLot()
@@ -285,6 +291,7 @@ class Router:
             self.ledger.handed_over(conv.id, link.session.session_id, link.agent, conv.answered)
             if conv.routed > conv.answered:
                 conv.handover_from, conv.handover_upto = link.agent, conv.routed
+                self.handed_over += conv.routed - conv.answered
             conv.routed = conv.answered
             if conv.unanswered:
                 moved.append(conv)

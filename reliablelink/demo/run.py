@@ -57,6 +57,8 @@ class DemoReport:
         pulls: the pulls carried out.
         expired: sessions the server expired.
         handovers: times an agent's conversations were handed to others.
+        handed_over: messages the router took back from ended sessions to send again (the
+            ledger's ``AgentTally.handed_over``, added up, must agree).
         reconnects: agent reconnects, all sessions.
         resent: messages resent after reconnects, both ends.
         interrupted: stopped early (Ctrl-C), so the schedule may not have run to its end.
@@ -69,6 +71,7 @@ class DemoReport:
     pulls: list[Pull]
     expired: int
     handovers: int
+    handed_over: int
     reconnects: int
     resent: int
     interrupted: bool = False
@@ -96,7 +99,8 @@ class DemoReport:
         """The closing report; the last line is ``ledger: sent N, delivered N, ...``."""
         out = []
         for tally in self.agents:
-            handed = f", {tally.handed_over} handed over to other agents" if tally.handed_over else ""
+            to = "other agents" if len(self.agents) > 1 else "its next session"
+            handed = f", {tally.handed_over} handed over to {to}" if tally.handed_over else ""
             out.append(
                 f"{tally.total.line(tally.agent)} "
                 f"({tally.to_agent.delivered} visitor messages, {tally.to_visitor.delivered} answers{handed})"
@@ -289,6 +293,7 @@ class _DemoRun:
             interrupted=self.interrupted,
             expired=sum(c.expired for c in servers),
             handovers=self.router.handovers,
+            handed_over=self.router.handed_over,
             reconnects=sum(c.reconnects for c in client),
             resent=sum(c.resent for c in client) + sum(c.resent for c in servers),
         )
