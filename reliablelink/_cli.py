@@ -8,24 +8,79 @@ import logging
 import math
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import trio
 
+_T = TypeVar("_T")
+
+
+class _CommandError(Exception):
+    """A subcommand failed; the reason is already on standard error."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _run_trio(command: str, async_fn: Callable[[], Awaitable[_T]], *, hint: str = "") -> _T:
+    """``trio.run(async_fn)``, with the errors a user can act on reported in one line.
+
+    A bad URL (``ValueError``), a port in use or an unreachable path (``OSError``) and a
+    refused key (:class:`~reliablelink.AuthenticationError`) are printed as
+    ``reliablelink COMMAND: message (hint)`` instead of an exception group's traceback, and
+    raised as :class:`_CommandError` with status 2. Anything else keeps its traceback; a
+    Ctrl-C comes out as a plain ``KeyboardInterrupt``.
+    """
+    from ._errors import ReliableLinkError
+
+    try:
+        return trio.run(async_fn)
+    except Exception as exc:
+        leaves = _leaves(exc)
+        if not all(isinstance(leaf, (OSError, ValueError, ReliableLinkError)) for leaf in leaves):
+            raise
+        suffix = f" ({hint})" if hint else ""
+        for message in dict.fromkeys(str(leaf) or type(leaf).__name__ for leaf in leaves):
+            print(f"reliablelink {command}: {message}{suffix}", file=sys.stderr)
+        raise _CommandError(2) from None
+    except BaseExceptionGroup as group:
+        if all(isinstance(leaf, KeyboardInterrupt) for leaf in _leaves(group)):
+            raise KeyboardInterrupt from None
+        raise
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside ``exc``, exception groups unwrapped."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo._customer_service import run_demo_command
-    from .demo._views import make_view
+    from .demo.run import run_demo_command
+    from .demo.views import make_view
 
     # The demo reports expiries and reconnects itself; the library's own warnings about
     # them would only repeat that.
     logging.getLogger("reliablelink").setLevel(logging.ERROR)
     view = make_view(plain=args.plain)
-    report = trio.run(
-        functools.partial(
-            run_demo_command, view, duration=args.duration, agents=args.agents, visitors=args.visitors, seed=args.seed
+    try:
+        report = _run_trio(
+            "demo",
+            functools.partial(
+                run_demo_command,
+                view,
+                duration=args.duration,
+                agents=args.agents,
+                visitors=args.visitors,
+                seed=args.seed,
+            ),
         )
-    )
+    except _CommandError as exc:
+        view.stop()
+        return exc.status
     if report is None:
         return 130  # interrupted twice
     for line in report.lines():
@@ -35,7 +90,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _demo_server(args: argparse.Namespace) -> int:
     from ._keys import load_key_file
-    from .demo._demo_server import DemoServerSettings, run_demo_server
+    from .demo.server import DemoServerSettings, run_demo_server
 
     try:
         keys = load_key_file(args.keys)
@@ -57,12 +112,14 @@ def _demo_server(args: argparse.Namespace) -> int:
         heartbeat_interval=args.heartbeat,
         session_ttl=args.session_ttl,
     )
-    return trio.run(run_demo_server, settings)
+    try:
+        return _run_trio("demo-server", functools.partial(run_demo_server, settings), hint=f"--listen {args.listen}")
+    except _CommandError as exc:
+        return exc.status
 
 
 def _demo_agent(args: argparse.Namespace) -> int:
-    from ._errors import AuthenticationError
-    from .demo._demo_agent import DemoAgentSettings, run_demo_agent
+    from .demo.desk import DemoAgentSettings, run_demo_agent
 
     try:
         key = _read_key(args.key, args.id)
@@ -79,10 +136,11 @@ def _demo_agent(args: argparse.Namespace) -> int:
         heartbeat_interval=args.heartbeat,
     )
     try:
-        return trio.run(run_demo_agent, settings)
-    except AuthenticationError as exc:
-        print(f"reliablelink demo-agent: the server refused {args.id!r}: {exc}", file=sys.stderr)
-        return 2
+        return _run_trio(
+            "demo-agent", functools.partial(run_demo_agent, settings), hint=f"--id {args.id}, --connect {args.connect}"
+        )
+    except _CommandError as exc:
+        return exc.status
 
 
 def _read_key(value: str, client_id: str) -> bytes:
@@ -109,9 +167,14 @@ def _log_warnings() -> None:
 
 
 def _echo_demo(args: argparse.Namespace) -> int:
-    from .demo._echo import echo_with_cuts
+    from .demo.echo import echo_with_cuts
 
-    report = trio.run(lambda: echo_with_cuts(messages=args.messages, cuts=args.cuts, size=args.size))
+    try:
+        report = _run_trio(
+            "echo-demo", functools.partial(echo_with_cuts, messages=args.messages, cuts=args.cuts, size=args.size)
+        )
+    except _CommandError as exc:
+        return exc.status
     print(report.upstream.line("client -> server"))
     print(report.downstream.line("server -> client"))
     print(f"connections reset: {report.cuts}, reconnects: {report.reconnects}, messages resent: {report.resent}")
@@ -135,11 +198,17 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+_count = _int_at_least(1)
 
 
 def _at_least(low: float) -> Callable[[str], float]:
@@ -155,6 +224,7 @@ def _at_least(low: float) -> Callable[[str], float]:
 def run(argv: list[str]) -> int:
     """Parse ``argv`` and run the chosen subcommand; return the exit status."""
     parser = argparse.ArgumentParser(prog="reliablelink", description="reliablelink tools and demos")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
     _add_echo_demo(sub)
@@ -167,6 +237,15 @@ def run(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("reliablelink")
+    except PackageNotFoundError:
+        return "(version unknown: not installed)"
 
 
 def _add_chaos_proxy(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -185,9 +264,23 @@ def _add_chaos_proxy(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _chaos_proxy(args: argparse.Namespace) -> int:
-    from .testing._proxy_cli import chaos_proxy_command
+    from .testing._proxy_cli import parse_toxics, run_proxy
 
-    return chaos_proxy_command(args.listen, args.upstream, args.toxic, args.kill_every, args.duration)
+    try:
+        toxics = parse_toxics(args.toxic)
+    except ValueError as exc:
+        print(f"reliablelink chaos-proxy: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _run_trio(
+            "chaos-proxy",
+            functools.partial(run_proxy, args.listen, args.upstream, toxics, args.kill_every, args.duration),
+            hint=f"--listen {args.listen}",
+        )
+    except _CommandError as exc:
+        return exc.status
+    except KeyboardInterrupt:
+        return 0
 
 
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -211,11 +304,20 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _add_echo_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     echo = sub.add_parser(
-        "echo-demo", help="echo server and client exchanging messages while the connection is cut and restored"
+        "echo-demo",
+        help="echo server and client exchanging messages while the connection is cut and restored",
+        description=(
+            "A client streams numbered messages to an echo server in the same process, through a chaos proxy "
+            "that resets the connection --cuts times, spread evenly over the run, each with messages in flight "
+            "both ways. Both directions are checked against a ledger; exit status 0 only if nothing was lost, "
+            "duplicated or reordered and every cut happened."
+        ),
     )
     echo.add_argument("--messages", type=int, default=5000, help="messages each way (default 5000)")
     echo.add_argument("--cuts", type=int, default=30, help="connection resets during the run (default 30)")
-    echo.add_argument("--size", type=int, default=64, help="message size in bytes, at least 8 (default 64)")
+    echo.add_argument(
+        "--size", type=_int_at_least(8), default=64, help="message size in bytes, at least 8 (default 64)"
+    )
     echo.set_defaults(func=_echo_demo)
 
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from reliablelink.demo._cable_pulls import DemoTiming, plan_pulls
+from reliablelink.demo.run import DemoTiming, plan_pulls
 
 
 @pytest.mark.parametrize("duration", [3.0, 4.0, 10.0, 30.0])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reliablelink.demo._chat_ledger import ArrivalCheck, ChatLedger
+from reliablelink.demo.chat import ArrivalCheck, ChatLedger
 
 
 def chat(ledger: ChatLedger, conv: str, seqs: range, session: str, agent: str, *, answered: bool = True) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reliablelink.demo._chat_protocol import Answer, VisitorMessage, decode_answer, decode_visitor_message
+from reliablelink.demo.chat import Answer, VisitorMessage, decode_answer, decode_visitor_message
 
 
 def test_round_trips() -> None:

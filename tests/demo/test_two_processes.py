@@ -14,7 +14,7 @@ from reliablelink import generate_key
 from reliablelink.testing import ChaosProxy
 from tests.demo.process_output import start_reliablelink
 
-SERVER_LEDGER = re.compile(r"ledger: sent (\d+), delivered (\d+), lost 0, duplicated 0, reordered 0")
+SERVER_LEDGER = re.compile(r"ledger: sent (\d+), delivered (\d+), unanswered 0, duplicated 0, reordered 0")
 AGENT_LEDGER = re.compile(r"ledger: received (\d+), answered (\d+), lost 0, duplicated 0, reordered 0")
 AGENT_LINK = re.compile(r"link: sessions 1, expired 0, reconnects (\d+), resent (\d+)")
 

@@ -1,5 +1,5 @@
-"""Echo demo: a client streams numbered messages to an echo server through a proxy that
-keeps resetting the connection; both directions are checked against a ledger."""
+"""``reliablelink echo-demo``: a client streams numbered messages to an echo server through
+a proxy that keeps resetting the connection; both directions are checked against a ledger."""
 
 from __future__ import annotations
 
@@ -10,15 +10,23 @@ from dataclasses import dataclass
 
 import trio
 
-from .._client import connect
-from .._server import serve
-from .._session import LinkState, Session
+from .. import LinkState, Session, connect, serve
 from ..testing import ChaosProxy, Ledger, LedgerResult, number_of, numbered
+
+__all__ = ["EchoReport", "echo_with_cuts"]
 
 
 @dataclass(frozen=True)
 class EchoReport:
-    """What the echo run saw."""
+    """What the echo run saw.
+
+    Attributes:
+        upstream: client -> server.
+        downstream: server -> client (the echoes).
+        cuts: connections the proxy reset.
+        reconnects: the client's reconnects.
+        resent: messages the client resent after reconnects.
+    """
 
     upstream: LedgerResult
     downstream: LedgerResult

@@ -5,23 +5,25 @@ session. Each visitor conversation belongs to one agent session at a time; the r
 it the conversation's messages in order and reads the answers back. When an agent's session
 ends (it expired, or the agent closed it) the router *hands over* its conversations that
 still have unanswered messages: another agent gets them again, from the first unanswered
-one (see :mod:`reliablelink.demo._chat_ledger` for how they are counted).
+one (see :mod:`reliablelink.demo.chat` for how they are counted).
+
+:func:`run_visitors` simulates the visitors: each chats in one conversation after another
+until told to stop.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
 
 from .. import LinkState, ReliableLinkError, Session, SessionExpired
-from ._chat_ledger import ChatLedger
-from ._chat_protocol import VisitorMessage, decode_answer
-from ._link_tally import LinkCounts, LinkTally
+from .chat import VISITOR_NAMES, ChatLedger, LinkCounts, LinkTally, VisitorMessage, decode_answer, visitor_lines
 
-__all__ = ["AgentLink", "Conversation", "Router"]
+__all__ = ["MAX_UNANSWERED", "AgentLink", "Conversation", "Router", "run_visitors"]
 
 log = logging.getLogger("reliablelink.demo")
 
@@ -86,6 +88,11 @@ class Router:
     Args:
         ledger: where every event is recorded.
         say: prints a line about something worth seeing (an agent joined, a handover).
+
+    Attributes:
+        handovers: times an ended session's conversations were handed over.
+        handed_over: messages taken back from ended sessions (sent to them, not answered there)
+            to be sent again, to another agent or to the same agent's next session.
     """
 
     def __init__(self, ledger: ChatLedger, say: Callable[[str], None] = print) -> None:
@@ -94,6 +101,7 @@ class Router:
         self.agents: list[AgentLink] = []
         self.conversations: dict[str, Conversation] = {}
         self.handovers = 0
+        self.handed_over = 0
         self.tallies: dict[str, LinkTally] = {}
         self._waiting: list[Conversation] = []
         self._changed = trio.lowlevel.ParkingLot()
@@ -283,6 +291,7 @@ class Router:
             self.ledger.handed_over(conv.id, link.session.session_id, link.agent, conv.answered)
             if conv.routed > conv.answered:
                 conv.handover_from, conv.handover_upto = link.agent, conv.routed
+                self.handed_over += conv.routed - conv.answered
             conv.routed = conv.answered
             if conv.unanswered:
                 moved.append(conv)
@@ -298,3 +307,51 @@ class Router:
             f"{link.agent}: {why}; {len(moved)} conversations with {unanswered} unanswered messages "
             f"handed over to {', '.join(owners)}"
         )
+
+
+# -- visitors ----------------------------------------------------------------------------
+
+# A visitor stops typing while this many of its messages wait for an answer (a person
+# would too), so a pulled agent cable builds up a bounded backlog, never an endless one.
+MAX_UNANSWERED = 4
+
+
+async def run_visitors(
+    router: Router,
+    count: int,
+    stop: trio.Event,
+    *,
+    seed: int,
+    pause: tuple[float, float] = (0.05, 0.5),
+) -> None:
+    """Run ``count`` visitors until ``stop`` is set.
+
+    Each visitor opens a conversation, sends its lines with a random ``pause`` (seconds)
+    between them, waits for the last answer, leaves, and starts another conversation.
+    Stopping leaves the current conversations open: their answers are still due.
+    """
+    async with trio.open_nursery() as nursery:
+        for i in range(count):
+            name = VISITOR_NAMES[i % len(VISITOR_NAMES)] + ("" if i < len(VISITOR_NAMES) else f" {i}")
+            nursery.start_soon(_visitor, router, name, random.Random(f"{seed}/{i}"), pause)
+        await stop.wait()
+        nursery.cancel_scope.cancel()
+
+
+async def _visitor(router: Router, name: str, rng: random.Random, pause: tuple[float, float]) -> None:
+    await trio.sleep(rng.uniform(0, pause[1]))
+    while True:
+        conv = router.open_conversation(name)
+
+        def below_cap(conv: Conversation = conv) -> bool:
+            return conv.unanswered < MAX_UNANSWERED
+
+        def all_answered(conv: Conversation = conv) -> bool:
+            return conv.unanswered == 0
+
+        for text in visitor_lines(rng):
+            await trio.sleep(rng.uniform(*pause))
+            await router.wait_until(below_cap)
+            router.visitor_says(conv, text)
+        await router.wait_until(all_answered)
+        router.end_conversation(conv)

@@ -1,4 +1,32 @@
-"""Exactly-once accounting for the customer-service demo.
+"""The customer-service chat: its protocol, what visitors and scripted agents say, and its accounting.
+
+**Protocol.** The customer-service demo's application protocol, carried in reliablelink messages.
+
+Each reliablelink message holds one small JSON object (UTF-8, no whitespace). There are
+two kinds, one per direction of an agent's session:
+
+Server to agent, one per visitor message::
+
+    {"kind": "visitor", "conv": "c7", "seq": 4, "visitor": "Ana", "text": "Where is my parcel?"}
+
+    # re-delivered after the agent that had it lost its session:
+    {"kind": "visitor", "conv": "c7", "seq": 4, "visitor": "Ana", "text": "...", "handover": "agent-2"}
+
+Agent to server, exactly one per visitor message, in the order the messages came::
+
+    {"kind": "answer", "conv": "c7", "seq": 4, "text": "It left the warehouse this morning."}
+
+``conv`` names a conversation (one visitor's chat); ``seq`` numbers the visitor's messages
+in it, from 1, with no gaps. An answer carries the ``seq`` of the message it answers, so
+the server knows which messages are still unanswered. ``handover`` is present only when the
+server hands a conversation's unanswered messages to another agent because the session of
+the agent named there expired or ended: the new agent may see ``seq`` start above 1.
+
+The transport already makes each session's stream exactly-once and in order; the protocol
+only adds what the application needs on top: which conversation a message belongs to, and
+which message an answer answers.
+
+**Accounting.** Exactly-once accounting for the customer-service demo.
 
 Every conversation is checked in both directions with :class:`reliablelink.testing.Ledger`,
 one ledger per conversation and direction, messages named by their ``seq``:
@@ -32,18 +60,201 @@ the visitor would notice.
 
 The two-process ``demo-server`` cannot see what the agents received; it uses the
 :meth:`ChatLedger.round_trip` ledger instead: *sent* are visitor messages, *delivered* those
-whose answer reached the conversation.
+whose answer reached the conversation. It prints the rest as *unanswered*, not lost: it cannot
+tell the two apart (the agents may have left early).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+from .. import LinkState, Session
 from ..testing import Ledger, LedgerResult
 
-__all__ = ["AgentTally", "ArrivalCheck", "ChatLedger", "sum_results"]
+__all__ = [
+    "VISITOR_NAMES",
+    "AgentTally",
+    "Answer",
+    "ArrivalCheck",
+    "ChatLedger",
+    "LinkCounts",
+    "LinkTally",
+    "VisitorMessage",
+    "decode_answer",
+    "decode_visitor_message",
+    "scripted_answer",
+    "sum_results",
+    "visitor_lines",
+]
+
+_T = TypeVar("_T")
+
+# -- the protocol ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorMessage:
+    """A visitor's message, as routed to an agent.
+
+    Attributes:
+        conv: the conversation id.
+        seq: the message's number in the conversation (1, 2, ...).
+        visitor: the visitor's display name.
+        text: what the visitor wrote.
+        handover: the agent this message was taken from after its session ended, if any.
+    """
+
+    conv: str
+    seq: int
+    visitor: str
+    text: str
+    handover: str | None = None
+
+    def encode(self) -> bytes:
+        """The message as sent over the session."""
+        obj: dict[str, Any] = {
+            "kind": "visitor",
+            "conv": self.conv,
+            "seq": self.seq,
+            "visitor": self.visitor,
+            "text": self.text,
+        }
+        if self.handover is not None:
+            obj["handover"] = self.handover
+        return _dump(obj)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An agent's answer to one visitor message.
+
+    Attributes:
+        conv: the conversation id.
+        seq: the ``seq`` of the visitor message it answers.
+        text: the answer.
+    """
+
+    conv: str
+    seq: int
+    text: str
+
+    def encode(self) -> bytes:
+        """The answer as sent over the session."""
+        return _dump({"kind": "answer", "conv": self.conv, "seq": self.seq, "text": self.text})
+
+
+def decode_visitor_message(data: bytes) -> VisitorMessage:
+    """Parse a server-to-agent message.
+
+    Raises:
+        ValueError: not a valid ``visitor`` message.
+    """
+    obj = _load(data, "visitor")
+    handover = obj.get("handover")
+    if handover is not None and not isinstance(handover, str):
+        raise ValueError(f"bad handover field in {data!r}")
+    return VisitorMessage(
+        _field(obj, "conv", str),
+        _field(obj, "seq", int),
+        _field(obj, "visitor", str),
+        _field(obj, "text", str),
+        handover,
+    )
+
+
+def decode_answer(data: bytes) -> Answer:
+    """Parse an agent-to-server message.
+
+    Raises:
+        ValueError: not a valid ``answer`` message.
+    """
+    obj = _load(data, "answer")
+    return Answer(_field(obj, "conv", str), _field(obj, "seq", int), _field(obj, "text", str))
+
+
+def _dump(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _load(data: bytes, kind: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a JSON message: {data[:80]!r}") from exc
+    if not isinstance(obj, dict) or obj.get("kind") != kind:
+        raise ValueError(f"expected a {kind!r} message, got {data[:80]!r}")
+    return obj
+
+
+def _field(obj: dict[str, Any], name: str, kind: type[_T]) -> _T:
+    value = obj.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"field {name!r} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+# -- the script --------------------------------------------------------------------------
+
+VISITOR_NAMES = ("Ana", "Ben", "Chloé", "Dmitri", "Esi", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemal", "Lea")
+
+_OPENINGS = ("Hello!", "Hi there.", "Good morning.", "Hi, quick question.")
+_QUESTIONS = (
+    "Where is my parcel? Order {order}.",
+    "Can I change the delivery address for order {order}?",
+    "I was charged twice for order {order}.",
+    "How do I return a pair of shoes?",
+    "Is the blue jacket back in stock?",
+    "My discount code does not work.",
+    "Can you deliver on Saturday?",
+    "The app logs me out all the time.",
+)
+_FOLLOW_UPS = ("OK, and how long will that take?", "Could you check again?", "Is there a tracking link?", "Hmm, fine.")
+_CLOSINGS = ("Thanks a lot!", "Great, thank you.", "Perfect, bye!")
+
+_ANSWERS = (
+    ("parcel", "Your parcel left the warehouse this morning; it should arrive tomorrow."),
+    ("address", "Done: the new address is on the order."),
+    ("charged", "I see the second charge; it is refunded, 3-5 days to show up."),
+    ("return", "Print the label from your account page and drop the box at any post office."),
+    ("stock", "It is back next week; I can reserve one for you."),
+    ("code", "That code expired yesterday; here is a new one: SPRING10."),
+    ("saturday", "Yes, Saturday delivery is available for a small fee."),
+    ("logs me out", "Please update the app; version 4.2 fixes that."),
+    ("how long", "Usually one or two working days."),
+    ("check again", "Checked: everything is on track."),
+    ("tracking", "Yes, the tracking link is in your confirmation e-mail."),
+    ("thank", "You are welcome! Anything else?"),
+    ("bye", "Goodbye, have a nice day!"),
+)
+
+
+def visitor_lines(rng: random.Random) -> list[str]:
+    """A short chat: a greeting, one or two questions with follow-ups, a closing line."""
+    order = rng.randrange(10000, 99999)
+    lines = [rng.choice(_OPENINGS)]
+    for question in rng.sample(_QUESTIONS, rng.randint(1, 2)):
+        lines.append(question.format(order=order))
+        if rng.random() < 0.6:
+            lines.append(rng.choice(_FOLLOW_UPS))
+    lines.append(rng.choice(_CLOSINGS))
+    return lines
+
+
+def scripted_answer(text: str) -> str:
+    """A canned answer that fits ``text`` (the agent desk's non-interactive mode)."""
+    lowered = text.lower()
+    for keyword, answer in _ANSWERS:
+        if keyword in lowered:
+            return answer
+    return "Hello! How can I help you today?"
+
+
+# -- the accounting ----------------------------------------------------------------------
 
 
 def sum_results(results: Iterable[LedgerResult]) -> LedgerResult:
@@ -284,3 +495,67 @@ class ArrivalCheck:
             f"ledger: received {self.received}, answered {self.answered}{extra}, lost {self.lost}, "
             f"duplicated {self.duplicated}, reordered {self.reordered}"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class LinkCounts:
+    """Counters of all an endpoint's sessions so far.
+
+    Attributes:
+        sessions: sessions started.
+        expired: sessions that ended by expiry.
+        sent: messages its ``send`` accepted.
+        received: messages its application received.
+        resent: messages sent again after a reconnect.
+        reconnects: connections after the first, per session, added up.
+        in_flight: messages sent and not yet acknowledged on the current session.
+        link_state: the current session's link state (``CLOSED`` between sessions).
+    """
+
+    sessions: int
+    expired: int
+    sent: int
+    received: int
+    resent: int
+    reconnects: int
+    in_flight: int
+    link_state: LinkState
+
+
+class LinkTally:
+    """Adds the counters of ended sessions to those of the current one."""
+
+    def __init__(self) -> None:
+        self.current: Session | None = None
+        self.sessions = 0
+        self.expired = 0
+        self._sent = self._received = self._resent = self._reconnects = 0
+
+    def start(self, session: Session) -> None:
+        """``session`` is now the current one."""
+        self.current = session
+        self.sessions += 1
+
+    def end(self, session: Session, *, expired: bool = False) -> None:
+        """``session`` ended; keep its counters."""
+        stats = session.stats
+        self._sent += stats.sent
+        self._received += stats.received
+        self._resent += stats.resent
+        self._reconnects += stats.reconnects
+        self.expired += expired
+        if self.current is session:
+            self.current = None
+
+    def counts(self) -> LinkCounts:
+        """A snapshot."""
+        sent, received, resent, reconnects = self._sent, self._received, self._resent, self._reconnects
+        in_flight, state = 0, LinkState.CLOSED
+        if self.current is not None:
+            stats = self.current.stats
+            sent += stats.sent
+            received += stats.received
+            resent += stats.resent
+            reconnects += stats.reconnects
+            in_flight, state = stats.in_flight, stats.link_state
+        return LinkCounts(self.sessions, self.expired, sent, received, resent, reconnects, in_flight, state)

@@ -1,10 +1,22 @@
 """``reliablelink demo``: a customer-service server, agent desks and visitors in one process.
 
-The server routes visitor conversations to agents (:mod:`._router`); each agent desk
-(:mod:`._agent_desk`) reaches the server through its own chaos proxy, whose cable is pulled
-and restored on a seeded schedule (:mod:`._cable_pulls`), including one pull long enough for
-the server to expire the session and hand the agent's conversations to another agent. At
-the end, every message is checked both ways (:mod:`._chat_ledger`).
+The server routes visitor conversations to agents (:mod:`.router`); each agent desk
+(:mod:`.desk`) reaches the server through its own chaos proxy, whose cable is pulled and
+restored on a seeded schedule, including one pull long enough for the server to expire the
+session and hand the agent's conversations to another agent. At the end, every message is
+checked both ways (:mod:`.chat`).
+
+**Cable pulls** (:class:`DemoTiming`, :func:`plan_pulls`, :func:`run_pulls`). Each agent's
+link runs through its own :class:`~reliablelink.testing.ChaosProxy`, so one agent's cable can
+be pulled alone. Three kinds of pulls:
+
+* ``reset``: the connection is reset (RST both ways, as when a NAT or a firewall drops it)
+  and new connections are refused for a moment; both ends notice at once.
+* ``silent``: the bytes vanish, no FIN, no RST (a pulled cable); both ends notice only
+  after ``dead_after`` without hearing anything, then the agent reconnects and resumes.
+* ``long``: a silent pull that lasts longer than ``dead_after + session_ttl``: the server
+  expires the session, hands the agent's unanswered conversations to another agent, and
+  the agent starts a new session when its cable is back.
 """
 
 from __future__ import annotations
@@ -12,23 +24,22 @@ from __future__ import annotations
 import functools
 import os
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import trio
 
 from .. import Backoff, serve
 from ..testing import ChaosProxy, LedgerResult
-from ._agent_desk import AgentDesk, DeskEvents, ScriptedAnswerer
-from ._cable_pulls import DemoTiming, Pull, plan_pulls, run_pulls
-from ._chat_ledger import AgentTally, ChatLedger
-from ._router import Router
-from ._stop_signals import stop_on_signals
-from ._views import AgentRow, DemoView, Snapshot
-from ._visitors import run_visitors
+from .chat import AgentTally, ChatLedger
+from .desk import AgentDesk, DeskEvents, ScriptedAnswerer
+from .router import Router, run_visitors
+from .views import AgentRow, DemoView, Snapshot, stop_on_signals
 
-__all__ = ["DemoReport", "run_customer_service", "run_demo_command"]
+__all__ = ["DemoReport", "DemoTiming", "Pull", "plan_pulls", "run_customer_service", "run_demo_command", "run_pulls"]
+
+PullKind = Literal["reset", "silent", "long"]
 
 _REFRESH = 0.25  # seconds between view updates
 _STARTUP_LIMIT = 15.0  # seconds for every agent to come online
@@ -46,6 +57,8 @@ class DemoReport:
         pulls: the pulls carried out.
         expired: sessions the server expired.
         handovers: times an agent's conversations were handed to others.
+        handed_over: messages the router took back from ended sessions to send again (the
+            ledger's ``AgentTally.handed_over``, added up, must agree).
         reconnects: agent reconnects, all sessions.
         resent: messages resent after reconnects, both ends.
         interrupted: stopped early (Ctrl-C), so the schedule may not have run to its end.
@@ -58,6 +71,7 @@ class DemoReport:
     pulls: list[Pull]
     expired: int
     handovers: int
+    handed_over: int
     reconnects: int
     resent: int
     interrupted: bool = False
@@ -85,7 +99,8 @@ class DemoReport:
         """The closing report; the last line is ``ledger: sent N, delivered N, ...``."""
         out = []
         for tally in self.agents:
-            handed = f", {tally.handed_over} handed over to other agents" if tally.handed_over else ""
+            to = "other agents" if len(self.agents) > 1 else "its next session"
+            handed = f", {tally.handed_over} handed over to {to}" if tally.handed_over else ""
             out.append(
                 f"{tally.total.line(tally.agent)} "
                 f"({tally.to_agent.delivered} visitor messages, {tally.to_visitor.delivered} answers{handed})"
@@ -168,16 +183,18 @@ class _DemoRun:
     async def run(self, stop: trio.Event) -> DemoReport:
         async with trio.open_nursery() as nursery:
             await self._start_server(nursery)
-            desks_done = _Countdown(len(self.desks))
             async with trio.open_nursery() as desk_nursery:
                 for desk in self.desks:
-                    desk_nursery.start_soon(desks_done.run, desk.run)
+                    desk_nursery.start_soon(desk.run)
                 with trio.fail_after(_STARTUP_LIMIT):
                     await self.router.wait_until(lambda: len(self.router.agents) == len(self.desks))
                 self.clock.reset()
                 nursery.start_soon(self._refresh)
                 await self._chat(stop)
-                await self._finish(desks_done)
+                await self._finish()
+                # The server closed every session, so the desks end by themselves; the
+                # nursery waits for them. A desk still running 5 s later is stopped.
+                nursery.start_soon(self._stop_desks_after, 5.0)
             nursery.cancel_scope.cancel()
         self.view.update(self._snapshot())
         self.view.stop()
@@ -248,8 +265,8 @@ class _DemoRun:
             done=self.pulled,
         )
 
-    async def _finish(self, desks_done: _Countdown) -> None:
-        """Wait for the last answers, close every session, wait for the desks to end."""
+    async def _finish(self) -> None:
+        """Wait for the last answers, then close every session."""
         router = self.router
         sent, answered = router.messages
         self.say(f"visitors stop: {sent} messages sent, {answered} answered; waiting for the last answers")
@@ -257,11 +274,11 @@ class _DemoRun:
             await router.wait_until(router.all_answered)
         await router.shutdown()
         self.say("all agent sessions closed")
-        with trio.move_on_after(5) as late:
-            await desks_done.wait()
-        if late.cancelled_caught:
-            for desk in self.desks:
-                desk.stop()
+
+    async def _stop_desks_after(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+        for desk in self.desks:
+            desk.stop()
 
     def _report(self) -> DemoReport:
         to_agent, to_visitor = self.ledger.legs()
@@ -276,6 +293,7 @@ class _DemoRun:
             interrupted=self.interrupted,
             expired=sum(c.expired for c in servers),
             handovers=self.router.handovers,
+            handed_over=self.router.handed_over,
             reconnects=sum(c.reconnects for c in client),
             resent=sum(c.resent for c in client) + sum(c.resent for c in servers),
         )
@@ -324,25 +342,6 @@ class _Clock:
         return trio.current_time() - self.start
 
 
-class _Countdown:
-    """Runs tasks; :meth:`wait` returns once all of them have ended."""
-
-    def __init__(self, count: int) -> None:
-        self._left = count
-        self._done = trio.Event()
-
-    async def run(self, task: Callable[[], Awaitable[None]]) -> None:
-        try:
-            await task()
-        finally:
-            self._left -= 1
-            if self._left == 0:
-                self._done.set()
-
-    async def wait(self) -> None:
-        await self._done.wait()
-
-
 async def run_demo_command(
     view: DemoView, *, duration: float, agents: int, visitors: int, seed: int | None
 ) -> DemoReport | None:
@@ -358,3 +357,142 @@ async def run_demo_command(
         return report
     view.stop()
     return None
+
+
+# -- cable pulls -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DemoTiming:
+    """Heartbeat and expiry settings, short so that every pull resolves within seconds.
+
+    Attributes:
+        heartbeat_interval: seconds of silence before a PING.
+        dead_after: seconds without hearing anything before a link counts as dead.
+        session_ttl: seconds the server keeps a detached session.
+    """
+
+    heartbeat_interval: float
+    dead_after: float
+    session_ttl: float
+
+    @classmethod
+    def for_duration(cls, duration: float) -> DemoTiming:
+        """0.5 s heartbeats, ``dead_after`` 1.5 s and ``session_ttl`` 3 s for runs of 10 s or
+        more; shorter runs scale them down (to 30 % at most) so a long pull still fits."""
+        scale = min(1.0, max(0.3, duration / 10))
+        return cls(0.5 * scale, 1.5 * scale, 3.0 * scale)
+
+    @property
+    def long_pull(self) -> float:
+        """How long a pull must last for the server to expire the session, with a margin."""
+        return self.dead_after + self.session_ttl + max(0.75, 0.25 * self.session_ttl)
+
+
+@dataclass(frozen=True, slots=True)
+class Pull:
+    """One pulled cable.
+
+    Attributes:
+        at: seconds after the start.
+        agent: index of the agent whose cable is pulled.
+        kind: ``reset``, ``silent`` or ``long``.
+        length: seconds until the cable is back (new connections are refused until then).
+    """
+
+    at: float
+    agent: int
+    kind: PullKind
+    length: float
+
+
+def plan_pulls(duration: float, agents: int, timing: DemoTiming, rng: random.Random) -> list[Pull]:
+    """A schedule for a run of ``duration`` seconds: one ``long`` pull early on, and resets
+    and silent pulls on the other agents (alternating), every one over before the end."""
+    long_agent = rng.randrange(agents)
+    long = Pull(round(0.1 * duration, 2), long_agent, "long", round(timing.long_pull, 2))
+    plan = [long]
+    busy: list[list[tuple[float, float]]] = [[] for _ in range(agents)]
+    busy[long_agent].append((long.at - 0.2, long.at + long.length + 1.0))
+    kind: PullKind = rng.choice(("reset", "silent"))
+    at = 0.1 * duration + rng.uniform(0.05, 0.15) * duration
+    while True:
+        if kind == "reset":
+            length = rng.uniform(0.1, 0.3) * timing.dead_after
+            recovered = at + length + 0.5
+        else:
+            length = rng.uniform(0.5, 1.2) * timing.dead_after
+            recovered = at + max(length, timing.dead_after) + 0.5
+        if recovered > duration - 0.3:
+            break
+        # One pull at a time per agent, from the pull until the agent is back.
+        choices = [i for i in range(agents) if all(at > end or recovered < begin for begin, end in busy[i])]
+        if choices:
+            agent = rng.choice(choices)
+            plan.append(Pull(round(at, 2), agent, kind, round(length, 2)))
+            busy[agent].append((at - 0.2, recovered + 0.2))
+            kind = "silent" if kind == "reset" else "reset"
+        at += rng.uniform(0.12, 0.22) * min(duration, 12.0)
+    return sorted(plan, key=lambda p: p.at)
+
+
+async def run_pulls(
+    plan: Sequence[Pull],
+    proxies: Sequence[ChaosProxy],
+    names: Sequence[str],
+    timing: DemoTiming,
+    say: Callable[[str], None],
+    *,
+    start: float,
+    expiry_watch: Callable[[str], Callable[[], Awaitable[None]]] | None = None,
+    done: list[Pull] | None = None,
+) -> None:
+    """Carry out ``plan`` (times relative to ``start``, a ``trio.current_time()``), appending
+    each pull to ``done`` as it happens. Every cable is back when this returns, even if cancelled.
+
+    If ``expiry_watch(name)`` is given (it returns an async function that returns once the
+    server has expired another session of that agent), a long pull lasts until the server
+    has expired the session (at most 5 s more than planned): a slow machine still shows it."""
+    try:
+        async with trio.open_nursery() as nursery:
+            for pull in plan:
+                await trio.sleep_until(start + pull.at)
+                proxy, name = proxies[pull.agent], names[pull.agent]
+                proxy.refuse = True
+                if pull.kind == "reset":
+                    killed = proxy.kill_all()
+                    say(f"{name}: connection reset ({killed} killed), cable back in {pull.length:.1f} s")
+                elif pull.kind == "silent":
+                    proxy.blackhole_all()
+                    say(
+                        f"{name}: cable pulled silently for {pull.length:.1f} s "
+                        f"(noticed after dead_after {timing.dead_after:.1f} s)"
+                    )
+                else:
+                    proxy.blackhole_all()
+                    say(
+                        f"{name}: cable pulled for {pull.length:.1f} s, longer than dead_after "
+                        f"{timing.dead_after:.1f} s + session_ttl {timing.session_ttl:.1f} s: the session will expire"
+                    )
+                until = expiry_watch(name) if pull.kind == "long" and expiry_watch is not None else None
+                nursery.start_soon(_restore, proxy, name, pull.length, say, until)
+                if done is not None:
+                    done.append(pull)
+    finally:
+        for proxy in proxies:
+            proxy.refuse = False
+
+
+async def _restore(
+    proxy: ChaosProxy,
+    name: str,
+    after: float,
+    say: Callable[[str], None],
+    until: Callable[[], Awaitable[None]] | None,
+) -> None:
+    await trio.sleep(after)
+    if until is not None:
+        with trio.move_on_after(5.0):
+            await until()
+    proxy.refuse = False
+    say(f"{name}: cable back")

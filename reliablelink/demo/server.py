@@ -5,8 +5,8 @@ conversations to the agents online. Its first line is ``listening on URL`` (the 
 when port 0 was asked for). It runs until Ctrl-C (or SIGTERM) or ``--duration``, then stops
 the visitors, waits for the last answers, closes every agent session (the agents then end
 too) and prints, per agent, what it routed and what came back, and last the round-trip
-ledger: *sent* are visitor messages, *delivered* those whose answer came back (see
-:mod:`reliablelink.demo._chat_ledger`). Exit status 0 only if that ledger is exact.
+ledger: *sent* are visitor messages, *delivered* those whose answer came back, *unanswered*
+the rest (see :mod:`reliablelink.demo.chat`). Exit status 0 only if that ledger is exact.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ from dataclasses import dataclass
 import trio
 
 from .. import serve
-from ._chat_ledger import ChatLedger
-from ._router import Router
-from ._stop_signals import stop_on_signals
-from ._views import TimedPrinter
-from ._visitors import run_visitors
+from ..testing import LedgerResult
+from .chat import ChatLedger
+from .router import Router, run_visitors
+from .views import TimedPrinter, stop_on_signals
 
-__all__ = ["DemoServerSettings", "run_demo_server"]
+__all__ = ["DemoServerSettings", "round_trip_line", "run_demo_server"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,5 +131,19 @@ def _report(router: Router, ledger: ChatLedger) -> list[str]:
             f"{tally.agent}: routed {tally.to_agent.sent}, answered {tally.answered}, "
             f"handed over {tally.handed_over}{link}"
         )
-    lines.append(ledger.round_trip().line("ledger"))
+    lines.append(round_trip_line(ledger.round_trip()))
     return lines
+
+
+def round_trip_line(result: LedgerResult) -> str:
+    """``ledger: sent N, delivered N, unanswered 0, duplicated 0, reordered 0``.
+
+    *sent* are visitor messages, *delivered* those whose answer came back. A message without
+    an answer is *unanswered*, not lost: the server cannot tell a lost message from one that
+    no agent answered (the agents left early, or were too slow before the server stopped).
+    """
+    extra = f", unexpected {result.unexpected}" if result.unexpected else ""
+    return (
+        f"ledger: sent {result.sent}, delivered {result.delivered}, unanswered {result.lost}, "
+        f"duplicated {result.duplicated}, reordered {result.reordered}{extra}"
+    )
