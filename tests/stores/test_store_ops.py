@@ -50,8 +50,8 @@ async def store_and_clock(
     await store.aclose()
 
 
-def record(key: str = "k", **kw: object) -> SessionRecord:
-    return SessionRecord(key, b"s" * 16, "alice", b"t" * 32, **kw)  # type: ignore[arg-type]
+def record(key: str = "k", expires_at: float | None = None) -> SessionRecord:
+    return SessionRecord(key, b"s" * 16, "alice", b"t" * 32, expires_at=expires_at)
 
 
 async def test_commit_append_ack_and_load(store_and_clock: tuple[SessionStore, FakeClock]) -> None:
