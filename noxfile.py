@@ -21,7 +21,7 @@ def lint(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
     session.run("ruff", "check", "reliablelink", "tests", "benchmarks", "noxfile.py")
     session.run("ruff", "format", "--check", "reliablelink", "tests", "benchmarks", "noxfile.py")
-    session.run("mypy", "--strict", "reliablelink")
+    session.run("mypy", "--strict", "reliablelink", "tests", "noxfile.py")
 
 
 @nox.session

@@ -1,40 +1,26 @@
-"""Shared fixtures and helpers."""
+"""Shared fixtures. Helpers live in ``tests/helpers.py``: import them from there."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 import trio
 
 import reliablelink
-from reliablelink.transports import MemoryTransport, get_transport
 
-KEY = b"k" * 32
-KEYS = {"agent-1": KEY, "agent-2": b"2" * 32}
+# Re-exported while test modules still import these from here: use tests.helpers instead.
+from tests.helpers import KEY, KEYS, Handler, RunServer, echo, memory, memory_connections, start_server
 
-
-async def start_server(
-    nursery: trio.Nursery,
-    handler: Callable[[reliablelink.Session], Awaitable[None]],
-    url: str = "memory://",
-    **options: Any,
-) -> reliablelink.Server:
-    """Start ``serve`` in ``nursery``; return the Server."""
-    server: reliablelink.Server = await nursery.start(
-        functools.partial(reliablelink.serve, handler, url, keys=KEYS, **options)
-    )
-    return server
+__all__ = ["KEY", "KEYS", "memory", "memory_connections", "start_server"]
 
 
-def memory() -> MemoryTransport:
-    """The registered memory:// transport (to cut its connections)."""
-    transport, _ = get_transport("memory://x")
-    assert isinstance(transport, MemoryTransport)
-    return transport
+@pytest.fixture
+def run_server(nursery: trio.Nursery) -> RunServer:
+    """``await run_server(handler=echo, url="memory://", **options)`` starts ``serve`` with
+    the test keys in pytest-trio's ``nursery``, where it runs until the test ends."""
 
+    async def run(handler: Handler = echo, url: str = "memory://", **options: Any) -> reliablelink.Server:
+        return await start_server(nursery, handler, url, **options)
 
-def memory_connections(server: reliablelink.Server) -> list[Any]:
-    """Open memory connections to ``server``."""
-    return memory().connections_to(server.url.removeprefix("memory://"))
+    return run

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket as socket_module
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,15 +13,10 @@ import trio
 import reliablelink
 from reliablelink.__main__ import main
 from reliablelink.testing import ChaosProxy, Ledger, Toxics, number_of, numbered
-from tests.conftest import KEY, start_server
+from tests.helpers import KEY, RunServer, echo, free_port, start_server
 
 FAST: dict[str, Any] = {"heartbeat_interval": 0.2, "dead_after": 0.6}
 COUNT = 300
-
-
-async def echo(session: reliablelink.Session) -> None:
-    async for data in session:
-        await session.send(data)
 
 
 async def run_through(toxify: Callable[[ChaosProxy], None], *, heal_after: int | None = None, **client: Any) -> int:
@@ -85,53 +79,53 @@ async def test_reset_after_n_bytes_again_and_again() -> None:
 
 
 @pytest.mark.parametrize("direction", ["to_server", "to_client", "both"])
-async def test_one_way_and_two_way_blackholes_heal(direction: str) -> None:
+async def test_one_way_and_two_way_blackholes_heal(
+    direction: str, run_server: RunServer, nursery: trio.Nursery
+) -> None:
     # A blackhole on the live connection (new ones too), healed once the client noticed.
     async def scenario() -> None:
         echoes = Ledger()
         with trio.fail_after(60):
-            async with trio.open_nursery() as nursery:
-                server = await start_server(nursery, echo, "tcp://127.0.0.1:0", **FAST)
-                proxy = ChaosProxy(server.url)
-                url = await nursery.start(proxy.run)
-                async with reliablelink.connect(
-                    url, client_id="agent-1", key=KEY, reconnect_backoff=(0.01, 0.1), **FAST
-                ) as session:
-                    for i in range(50):
-                        await session.send(numbered(i))
-                        echoes.on_send(i)
-                    for _ in range(50):
-                        echoes.on_receive(number_of(await session.receive()))
-                    proxy.toxics.set(f"blackhole={direction}")
-                    for i in range(50, 100):
-                        await session.send(numbered(i))
-                        echoes.on_send(i)
-                    assert await session.wait_link_change() is reliablelink.LinkState.RECONNECTING
-                    proxy.toxics = Toxics()  # the cable is back
-                    for _ in range(50):
-                        echoes.on_receive(number_of(await session.receive()))
-                    await session.drain()
-                nursery.cancel_scope.cancel()
+            server = await run_server(echo, "tcp://127.0.0.1:0", **FAST)
+            proxy = ChaosProxy(server.url)
+            url = await nursery.start(proxy.run)
+            async with reliablelink.connect(
+                url, client_id="agent-1", key=KEY, reconnect_backoff=(0.01, 0.1), **FAST
+            ) as session:
+                for i in range(50):
+                    await session.send(numbered(i))
+                    echoes.on_send(i)
+                for _ in range(50):
+                    echoes.on_receive(number_of(await session.receive()))
+                proxy.toxics.set(f"blackhole={direction}")
+                for i in range(50, 100):
+                    await session.send(numbered(i))
+                    echoes.on_send(i)
+                assert await session.wait_link_change() is reliablelink.LinkState.RECONNECTING
+                proxy.toxics = Toxics()  # the cable is back
+                for _ in range(50):
+                    echoes.on_receive(number_of(await session.receive()))
+                await session.drain()
         assert echoes.result().exact, echoes.result().line("echoes")
 
     await scenario()
 
 
-async def test_refused_connections_until_the_server_is_reachable_again() -> None:
-    async with trio.open_nursery() as nursery:
-        server = await start_server(nursery, echo, "tcp://127.0.0.1:0", **FAST)
-        proxy = ChaosProxy(server.url)
-        url = await nursery.start(proxy.run)
-        async with reliablelink.connect(url, client_id="agent-1", key=KEY, reconnect_backoff=(0.01, 0.05), **FAST) as s:
-            await s.send(b"one")
-            assert await s.receive() == b"one"
-            proxy.refuse = True
-            proxy.kill_all()
-            await s.send(b"two")  # accepted while offline
-            assert await s.wait_link_change() is reliablelink.LinkState.RECONNECTING
-            proxy.refuse = False
-            assert await s.receive() == b"two"
-        nursery.cancel_scope.cancel()
+async def test_refused_connections_until_the_server_is_reachable_again(
+    run_server: RunServer, nursery: trio.Nursery
+) -> None:
+    server = await run_server(echo, "tcp://127.0.0.1:0", **FAST)
+    proxy = ChaosProxy(server.url)
+    url = await nursery.start(proxy.run)
+    async with reliablelink.connect(url, client_id="agent-1", key=KEY, reconnect_backoff=(0.01, 0.05), **FAST) as s:
+        await s.send(b"one")
+        assert await s.receive() == b"one"
+        proxy.refuse = True
+        proxy.kill_all()
+        await s.send(b"two")  # accepted while offline
+        assert await s.wait_link_change() is reliablelink.LinkState.RECONNECTING
+        proxy.refuse = False
+        assert await s.receive() == b"two"
 
 
 def test_toxic_specs() -> None:
@@ -145,38 +139,34 @@ def test_toxic_specs() -> None:
         t.set("lag=1")
 
 
-async def test_chaos_proxy_command_line_forwards_and_resets() -> None:
+async def test_chaos_proxy_command_line_forwards_and_resets(run_server: RunServer) -> None:
     """``reliablelink chaos-proxy`` between a real client and server: traffic flows, resets
     happen on schedule, the ledger stays exact."""
-    with socket_module.socket() as probe:  # a free port for the proxy to listen on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # for the proxy to listen on
     echoes = Ledger()
     with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            server = await start_server(nursery, echo, "tcp://127.0.0.1:0", **FAST)
-            cmd = [
-                sys.executable, "-m", "reliablelink", "chaos-proxy",
-                "--listen", f"tcp://127.0.0.1:{port}", "--upstream", server.url,
-                "--toxic", "latency=0.01", "--kill-every", "0.3", "--duration", "20",
-            ]  # fmt: skip
-            proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE)
-            try:
-                assert proc.stdout is not None
-                first = await proc.stdout.receive_some(4096)
-                assert b"chaos proxy tcp://127.0.0.1:" in first, first
-                url = f"tcp://127.0.0.1:{port}"
-                async with reliablelink.connect(url, client_id="agent-1", key=KEY, **FAST) as session:
-                    for i in range(200):
-                        await session.send(numbered(i))
-                        echoes.on_send(i)
-                        echoes.on_receive(number_of(await session.receive()))
-                        await trio.sleep(0.005)
-                    reconnects = session.stats.reconnects
-            finally:
-                proc.terminate()
-                await proc.wait()
-            nursery.cancel_scope.cancel()
+        server = await run_server(echo, "tcp://127.0.0.1:0", **FAST)
+        cmd = [
+            sys.executable, "-m", "reliablelink", "chaos-proxy",
+            "--listen", f"tcp://127.0.0.1:{port}", "--upstream", server.url,
+            "--toxic", "latency=0.01", "--kill-every", "0.3", "--duration", "20",
+        ]  # fmt: skip
+        proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE)
+        try:
+            assert proc.stdout is not None
+            first = await proc.stdout.receive_some(4096)
+            assert b"chaos proxy tcp://127.0.0.1:" in first, first
+            url = f"tcp://127.0.0.1:{port}"
+            async with reliablelink.connect(url, client_id="agent-1", key=KEY, **FAST) as session:
+                for i in range(200):
+                    await session.send(numbered(i))
+                    echoes.on_send(i)
+                    echoes.on_receive(number_of(await session.receive()))
+                    await trio.sleep(0.005)
+                reconnects = session.stats.reconnects
+        finally:
+            proc.terminate()
+            await proc.wait()
     assert echoes.result().exact, echoes.result().line("echoes")
     assert reconnects >= 1, "the proxy's scheduled resets reached the session"
 

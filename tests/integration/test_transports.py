@@ -33,7 +33,7 @@ from reliablelink import LinkState
 from reliablelink._core._frames import FrameType
 from reliablelink.testing import Ledger, number_of, numbered
 from reliablelink.transports import StreamHandler, StreamOptions, Transport, get_transport, register_transport
-from tests.conftest import KEY, KEYS, start_server
+from tests.helpers import FAST, KEY, KEYS, SERVER_FAST, echo, start_server
 from tests.security.raw import read_until_closed
 
 try:
@@ -54,8 +54,6 @@ except ImportError:  # without the [ws] extra the WebSocket tests skip
     pass
 
 SCHEMES = ["tcp", "tls", "ws", "wss", "unix"]
-FAST = {"heartbeat_interval": 0.2, "dead_after": 0.6, "reconnect_backoff": (0.005, 0.1)}
-SERVER_FAST = {"heartbeat_interval": 0.2, "dead_after": 0.6}
 ERROR_BYTE = struct.pack(">B", FrameType.ERROR)
 NEEDS_WS = "ws:// and wss:// need the [ws] extra: pip install 'reliablelink[ws]'"
 NEEDS_TRUSTME = "TLS tests need trustme: pip install trustme"
@@ -277,11 +275,6 @@ async def serving(
     finally:
         for stream in faulty.pulled:
             await trio.aclose_forcefully(stream)
-
-
-async def echo(session: reliablelink.Session) -> None:
-    async for data in session:
-        await session.send(data)
 
 
 async def exchange(setup: Setup, url: str, count: int = 50) -> None:
@@ -577,7 +570,7 @@ async def raw_upgrade(stream: trio.abc.Stream, host: str, target: str, **request
     ws = WSConnection(ConnectionType.CLIENT)
     await stream.send_all(ws.send(Request(host=host, target=target, **request)))
     while True:
-        ws.receive_data(await stream.receive_some(65536))
+        ws.receive_data(bytes(await stream.receive_some(65536)))
         for event in ws.events():
             assert isinstance(event, AcceptConnection), event
             return ws, event

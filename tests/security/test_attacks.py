@@ -16,15 +16,10 @@ import reliablelink
 from reliablelink._core import LinkParams, ResumeRequest
 from reliablelink._core._frames import DATA_HEADER, HEADER, PREFACE, U64_FRAME, FrameType
 from reliablelink.testing import Ledger, number_of, numbered
-from tests.conftest import KEY, KEYS, start_server
+from tests.helpers import KEY, KEYS, echo, start_server
 from tests.security.raw import handshake, open_from, read_until_closed
 
 ERROR_BYTE = struct.pack(">B", FrameType.ERROR)
-
-
-async def echo(session: reliablelink.Session) -> None:
-    async for data in session:
-        await session.send(data)
 
 
 @asynccontextmanager

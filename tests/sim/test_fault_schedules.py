@@ -23,7 +23,7 @@ import reliablelink
 from reliablelink.stores import MemoryStore
 from reliablelink.testing import Ledger, number_of, numbered
 from reliablelink.testing.strategies import Fault, fault_schedules, run_schedule
-from tests.conftest import KEY, KEYS, memory
+from tests.helpers import KEY, KEYS, memory
 
 WINDOW = 32
 OPTIONS = {"heartbeat_interval": 1.0, "dead_after": 3.0, "max_inflight": WINDOW, "max_inflight_bytes": 32 * 1024}

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import random
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -34,16 +33,10 @@ import pytest
 import trio
 
 from reliablelink.testing import LoadBalancer
+from tests.helpers import free_port
 
 PEER = Path(__file__).with_name("peer.py")
 COUNT = 1500
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -189,7 +182,7 @@ def _report(seed: int, log: Path, directions: dict[str, Direction]) -> None:
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_kill_9_client_and_server_with_sqlite(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
-    url = f"tcp://127.0.0.1:{_free_port()}"
+    url = f"tcp://127.0.0.1:{free_port()}"
     log = tmp_path / "events.log"
     common = ["--log", str(log), "--count", str(COUNT)]
     server = Peer(["server", url, "--db", str(tmp_path / "server.db"), *common])
@@ -238,7 +231,7 @@ async def test_redis_nodes_behind_a_load_balancer(
     rng = random.Random(seed)
     log = tmp_path / "events.log"
     common = ["--log", str(log), "--count", str(COUNT)]
-    urls = [f"tcp://127.0.0.1:{_free_port()}" for _ in range(3)]
+    urls = [f"tcp://127.0.0.1:{free_port()}" for _ in range(3)]
     nodes = [
         Peer(["server", u, "--redis", redis_server, "--prefix", redis_prefix, "--tag", f"server-{i}", *common])
         for i, u in enumerate(urls)

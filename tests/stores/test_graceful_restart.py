@@ -19,7 +19,7 @@ FIRST = 3  # messages the first server process handles
 
 
 @pytest.mark.parametrize("when", ["parked in receive", "at the receive call"])
-async def test_a_graceful_restart_delivers_each_message_once(tmp_path: Path, when: str) -> None:
+async def test_a_graceful_restart_delivers_each_message_once(tmp_path: Path, when: str, nursery: trio.Nursery) -> None:
     url = f"memory://graceful-{secrets.token_hex(4)}"
     got: list[tuple[bool, int, bytes]] = []
     first_done = trio.Event()
@@ -34,9 +34,9 @@ async def test_a_graceful_restart_delivers_each_message_once(tmp_path: Path, whe
             message = await session.receive()
             got.append((session.restored, session.stats.received, message))
 
-    def serve(task_status: trio.TaskStatus[reliablelink.Server]) -> object:
+    async def serve(task_status: trio.TaskStatus[reliablelink.Server]) -> None:
         # ack_delay is long: without the shutdown save, the position would never be stored.
-        return reliablelink.serve(
+        await reliablelink.serve(
             handler,
             url,
             keys={"agent": KEY},
@@ -46,24 +46,22 @@ async def test_a_graceful_restart_delivers_each_message_once(tmp_path: Path, whe
         )
 
     with trio.fail_after(20):
-        async with trio.open_nursery() as outer:
-            with first_scope:
-                async with trio.open_nursery() as first:
-                    await first.start(serve)
-                    session = await outer.start(functools.partial(_client, url))
-                    for n in range(1, FIRST + 1):
-                        await session.send(b"m%d" % n)
-                    await first_done.wait()
-                    first_scope.cancel()  # the handler is parked in receive() by now
-            async with trio.open_nursery() as second:
-                await second.start(serve)
-                for n in range(FIRST + 1, 2 * FIRST + 1):
+        with first_scope:
+            async with trio.open_nursery() as first:
+                await first.start(serve)
+                session = await nursery.start(functools.partial(_client, url))
+                for n in range(1, FIRST + 1):
                     await session.send(b"m%d" % n)
-                await session.drain()
-                while len(got) < 2 * FIRST:  # noqa: ASYNC110 - the handler's list is all there is
-                    await trio.sleep(0.01)
-                second.cancel_scope.cancel()
-            outer.cancel_scope.cancel()
+                await first_done.wait()
+                first_scope.cancel()  # the handler is parked in receive() by now
+        async with trio.open_nursery() as second:
+            await second.start(serve)
+            for n in range(FIRST + 1, 2 * FIRST + 1):
+                await session.send(b"m%d" % n)
+            await session.drain()
+            while len(got) < 2 * FIRST:  # noqa: ASYNC110 - the handler's list is all there is
+                await trio.sleep(0.01)
+            second.cancel_scope.cancel()
     assert [m for _, _, m in got] == [b"m%d" % n for n in range(1, 2 * FIRST + 1)], f"{when}: {got}"
     assert [seq for _, seq, _ in got] == list(range(1, 2 * FIRST + 1))
     assert [restored for restored, _, _ in got] == [False] * FIRST + [True] * FIRST

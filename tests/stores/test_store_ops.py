@@ -20,6 +20,7 @@ from reliablelink.stores import (
     StoreFenced,
 )
 from reliablelink.testing import ChaosProxy, LoadBalancer
+from tests.helpers import Handler
 
 KEY = b"fence-test-key-0123456789abcdef!"
 
@@ -49,8 +50,8 @@ async def store_and_clock(
     await store.aclose()
 
 
-def record(key: str = "k", **kw: object) -> SessionRecord:
-    return SessionRecord(key, b"s" * 16, "alice", b"t" * 32, **kw)  # type: ignore[arg-type]
+def record(key: str = "k", expires_at: float | None = None) -> SessionRecord:
+    return SessionRecord(key, b"s" * 16, "alice", b"t" * 32, expires_at=expires_at)
 
 
 async def test_commit_append_ack_and_load(store_and_clock: tuple[SessionStore, FakeClock]) -> None:
@@ -124,7 +125,7 @@ async def test_a_stale_node_is_fenced_and_the_new_node_delivers(
     on_a = trio.Event()
     options = {"heartbeat_interval": 0.1, "dead_after": 0.3}
 
-    def handler_for(node: str):  # type: ignore[no-untyped-def]
+    def handler_for(node: str) -> Handler:
         async def handler(session: reliablelink.Session) -> None:
             sessions[node] = session
             (resumed_on_b if node == "b" else on_a).set()

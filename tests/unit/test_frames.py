@@ -9,6 +9,7 @@ from reliablelink._core._frames import (
     HANDSHAKE_FRAME_LIMIT,
     HEADER,
     PREFACE,
+    ErrorCode,
     FrameReader,
     FrameType,
     check_preface,
@@ -68,7 +69,7 @@ def test_truncated_frame_waits_for_more() -> None:
 
 
 def test_error_frame_roundtrip_and_truncation() -> None:
-    frame = encode_error(1, "x" * 1000)
+    frame = encode_error(ErrorCode.PROTOCOL, "x" * 1000)
     ((ftype, body),) = FrameReader(2048, expect_preface=False).feed(frame)
     assert ftype == FrameType.ERROR
     err = decode_error(body)
