@@ -19,7 +19,6 @@ import pytest
 import trio
 
 import reliablelink
-from reliablelink import _session as session_module
 from reliablelink.testing import ChaosProxy
 from tests.conftest import KEY, start_server
 
@@ -63,6 +62,8 @@ async def test_partial_and_refused_direct_writes_keep_every_byte_in_order(
     rng = random.Random(seed)
     calls = {"partial": 0, "refused": 0}
 
+    real_write = os.write
+
     def stingy_write(fd: int, data: Any) -> int:
         if rng.random() < 0.3:
             calls["refused"] += 1
@@ -70,13 +71,16 @@ async def test_partial_and_refused_direct_writes_keep_every_byte_in_order(
         data = memoryview(data)
         take = rng.randint(1, len(data))
         calls["partial"] += take < len(data)
-        return os.write(fd, data[:take])
+        return real_write(fd, data[:take])
 
     def stingy_writev(fd: int, buffers: list[Any]) -> int:
         return stingy_write(fd, b"".join(buffers))
 
-    monkeypatch.setattr(session_module.os, "write", stingy_write)
-    monkeypatch.setattr(session_module.os, "writev", stingy_writev)
+    # os.write is patched for the whole process (the driver calls it through the os module);
+    # the stingy version calls the real one, taken before the patch (calling os.write from
+    # inside it would recurse and never write a byte).
+    monkeypatch.setattr(os, "write", stingy_write)
+    monkeypatch.setattr(os, "writev", stingy_writev)
     sizes = [rng.choice([1 + 8, 100, 5_000, 20_000, 70_000]) for _ in range(150)]
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
