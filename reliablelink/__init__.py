@@ -20,8 +20,12 @@ from ._keys import parse_key as parse_key
 from ._options import Backoff as Backoff
 from ._server import Server as Server
 from ._server import serve as serve
+from ._session import ClosedByPeer as ClosedByPeer
+from ._session import ClosedLocally as ClosedLocally
 from ._session import LinkState as LinkState
 from ._session import Session as Session
 from ._session import SessionStats as SessionStats
+from .stores import StoreError as StoreError
+from .stores import StoreFenced as StoreFenced
 
 __version__ = "0.1.0"

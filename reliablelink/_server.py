@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 import os
 from collections import Counter, OrderedDict
@@ -21,6 +20,8 @@ from ._core import (
     Transition,
     new_session_id,
     new_token,
+    resume_allowed,
+    rotate_tokens,
 )
 from ._core._frames import encode_error
 from ._core._handshake import HandshakeResult
@@ -203,17 +204,16 @@ class Server:
             raise _Refused("resume of an unknown or expired session")
         session = found
         # Same answer for another client's session and for a wrong token.
-        owner_ok = hmac.compare_digest(session.client_id.encode(), hs.client_id.encode())
-        token_ok = hmac.compare_digest(req.token, session._token) or (
-            bool(session._prev_token) and hmac.compare_digest(req.token, session._prev_token)
-        )
-        if not (owner_ok and token_ok):
+        if not resume_allowed(
+            owner=session.client_id,
+            client_id=hs.client_id,
+            presented=req.token,
+            current=session._token,
+            previous=session._prev_token,
+        ):
             hs.reject(ErrorCode.AUTH_FAILED, "resume token rejected")
             raise _Refused("resume token rejected")
-        # The previous token stays valid only until the client proves it holds the newer one.
-        if hmac.compare_digest(req.token, session._token):
-            session._prev_token = session._token
-        token = new_token()
+        token, session._prev_token = rotate_tokens(req.token, session._token, session._prev_token)
         session._token = token
         # Stop using the old connection before stating what we hold, so nothing more
         # arrives on it between the WELCOME and the new attach.
@@ -293,11 +293,13 @@ class Server:
         if held is not None and not held._finished and held._epoch == record.epoch:
             return
         # Checked before anything is loaded, so a wrong token cannot make us start a handler.
-        owner_ok = hmac.compare_digest(record.client_id.encode(), client_id.encode())
-        token_ok = hmac.compare_digest(req.token, record.token) or (
-            bool(record.prev_token) and hmac.compare_digest(req.token, record.prev_token)
-        )
-        if not (owner_ok and token_ok):
+        if not resume_allowed(
+            owner=record.client_id,
+            client_id=client_id,
+            presented=req.token,
+            current=record.token,
+            previous=record.prev_token,
+        ):
             return
         # Take it over: from now on the previous owner's writes are refused, so the record
         # holds everything it accepted.

@@ -29,7 +29,7 @@ from .stores._base import SessionChange, StoreError, StoreFenced
 if TYPE_CHECKING:
     from .stores import SessionRecord, SessionStore
 
-__all__ = ["LinkState", "Session", "SessionStats"]
+__all__ = ["ClosedByPeer", "ClosedLocally", "LinkState", "Session", "SessionStats"]
 
 _RECEIVE_SIZE = 256 * 1024
 # send()/receive() are cancellation points on every call, and also yield to the scheduler
@@ -40,6 +40,22 @@ _PACE = 64
 _LINK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 # At most this many buffers per sendmsg() call (Linux's IOV_MAX is 1024).
 _IOV_MAX = 512
+
+
+class ClosedByPeer(SessionClosed, trio.EndOfChannel):
+    """The peer closed the session cleanly, and every message it sent has been received.
+
+    Also a :class:`trio.EndOfChannel`, so ``async for`` over a session ends quietly, as it
+    does over any Trio channel. Every other way a session ends (moved, fenced, expired)
+    ends ``async for`` with its error.
+    """
+
+
+class ClosedLocally(SessionClosed, trio.ClosedResourceError):
+    """This side closed the session (``aclose()``, or leaving ``async with``) and then used it.
+
+    Also a :class:`trio.ClosedResourceError`, as for any Trio channel closed by its owner.
+    """
 
 
 class LinkState(enum.Enum):
@@ -156,7 +172,7 @@ class _Link:
 
 
 @final
-class Session:
+class Session(trio.abc.Channel[bytes]):
     """An ordered, exactly-once, two-way stream of messages that outlives its connections.
 
     Obtained from :func:`reliablelink.connect` or passed to a :func:`reliablelink.serve`
@@ -164,6 +180,11 @@ class Session:
     wait while the link is re-established; nothing is lost, repeated or reordered.
     ``send``/``receive`` may be called from different tasks concurrently; several tasks
     calling ``receive`` each get different messages.
+
+    A :class:`trio.abc.Channel` of ``bytes``: code typed against Trio's channels accepts
+    it; ``async for`` ends quietly when the peer closes the session (:class:`ClosedByPeer`
+    is a :class:`trio.EndOfChannel`); ``async with session`` closes it on the way out, on
+    either end.
     """
 
     def __init__(self, core: SessionCore, *, session_id: bytes, client_id: str, close_timeout: float) -> None:
@@ -188,6 +209,8 @@ class Session:
         self._offline_since: float | None = None
         self._offline_total = 0.0
         self._pace = _PACE
+        # aclose() was called: this side closes (or closed) the session, and using it
+        # from now on raises ClosedLocally.
         self._closing = False
         # Resume tokens: the client keeps the one to present; the server accepts the
         # latest it issued and the last one the client proved it had (the WELCOME carrying
@@ -251,7 +274,11 @@ class Session:
 
     @property
     def stats(self) -> SessionStats:
-        """A snapshot of the session's counters."""
+        """A snapshot of the session's counters (the same as :meth:`statistics`)."""
+        return self.statistics()
+
+    def statistics(self) -> SessionStats:
+        """A snapshot of the session's counters (the name Trio's own objects use)."""
         c = self._core
         s = c.stats
         offline = self._offline_total
@@ -420,18 +447,6 @@ class Session:
             self._flush_queued()
         return batch
 
-    def __aiter__(self) -> Session:
-        return self
-
-    async def __anext__(self) -> bytes:
-        """Next message; the iteration ends when the peer closes the session."""
-        try:
-            return await self.receive()
-        except SessionClosed as exc:
-            if isinstance(exc, SessionMoved):
-                raise
-            raise StopAsyncIteration from None
-
     async def drain(self) -> None:
         """Wait until the peer has acknowledged every message sent so far.
 
@@ -439,6 +454,8 @@ class Session:
             SessionClosed, SessionExpired: the session ended with messages unacknowledged.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._closing:
+            self._raise_if_dead()  # ClosedLocally, even with nothing left to wait for
         core = self._core
         while core.unacked:
             self._raise_if_dead()
@@ -450,6 +467,7 @@ class Session:
         ``close_timeout``). Safe to call more than once and under cancellation: if
         cancelled, the session is closed at once without waiting."""
         if self._closing or self._error is not None:
+            self._closing = True
             await trio.lowlevel.checkpoint()
             return
         self._closing = True
@@ -468,7 +486,7 @@ class Session:
                 while not core.finished and self._error is None:
                     await self._send_lot.park()
         finally:
-            self._finish(SessionClosed("the session was closed by this side"), Transition.CLOSE_DONE)
+            self._finish(ClosedLocally("the session was closed by this side"), Transition.CLOSE_DONE)
 
     # -- the store -------------------------------------------------------------------------
 
@@ -542,7 +560,7 @@ class Session:
         error = self._error
         if error is None or isinstance(error, StoreFenced):
             return True
-        return type(error) is SessionClosed and not self._core.peer_closed
+        return type(error) in (SessionClosed, ClosedLocally) and not self._core.peer_closed
 
     async def _forget_store(self) -> None:
         """Drop the stored copy of a session that ended for good (idempotent)."""
@@ -556,12 +574,14 @@ class Session:
     # -- waiting helpers ---------------------------------------------------------------
 
     def _raise_if_dead(self) -> None:
+        if self._closing and self._error is not None:
+            raise ClosedLocally("this side closed the session")
         if self._error is not None:
             raise _fresh(self._error)
         if self._closing:
-            raise SessionClosed("the session is closing; no more messages can be sent")
+            raise ClosedLocally("this side closed the session (aclose); no more messages can be sent")
         if self._core.peer_closed:
-            raise SessionClosed("the peer closed the session")
+            raise ClosedByPeer("the peer closed the session")
 
     async def _wait_window(self, size: int) -> None:
         core = self._core
@@ -574,10 +594,12 @@ class Session:
     async def _wait_inbox(self) -> None:
         core = self._core
         while not core.inbox:
+            if self._closing and self._error is not None:
+                raise ClosedLocally("this side closed the session")
             if self._error is not None:
                 raise _fresh(self._error)
             if core.peer_closed:
-                raise SessionClosed("the peer closed the session")
+                raise ClosedByPeer("the peer closed the session")
             link = self._link
             if link is not None and link.fd >= 0 and not link.direct and link.reason is None:
                 await self._read_directly(link)
@@ -811,7 +833,7 @@ class Session:
             if isinstance(event, PeerClosed):
                 # Receivers finish the inbox, then see the close; senders and drain see it
                 # at once. The writer flushes our CLOSE reply, then ends the connection.
-                self._finish(SessionClosed("the peer closed the session"), Transition.CLOSE_DONE)
+                self._finish(ClosedByPeer("the peer closed the session"), Transition.CLOSE_DONE)
             elif isinstance(event, PeerError):
                 self._on_peer_error(link, event)
 
