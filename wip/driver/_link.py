@@ -86,6 +86,7 @@ class Link:
 
     #: Whether :meth:`try_write` can write without waiting (see the module docstring).
     writes_directly = False
+
     @property
     def lends_reads(self) -> bool:
         """Whether a ``receive()`` call may read now with :meth:`read_lent` (a plain socket
@@ -123,15 +124,15 @@ class Link:
         """The writer task's wait until :meth:`wake_writer`."""
         await self._writer_lot.park()
 
-    def try_write(self, buffers: list[Buffer]) -> list[Buffer]:
+    def try_write(self, buffers: Sequence[Buffer]) -> list[Buffer]:
         """Write what can be written without waiting; return what is left, in order.
 
         Call only while :attr:`writer_idle`. An ``OSError`` fails the link and returns
         nothing (the connection is being dropped; the session resends on the next one).
         """
-        return buffers
+        return list(buffers)
 
-    async def write(self, buffers: list[Buffer]) -> None:
+    async def write(self, buffers: Sequence[Buffer]) -> None:
         """Write every buffer, in order, waiting as needed (the writer task's write)."""
         await self.stream.send_all(buffers[0] if len(buffers) == 1 else b"".join(buffers))
 
@@ -181,23 +182,23 @@ class SocketLink(Link):
         self._reader_lot = trio.lowlevel.ParkingLot()
 
     @property
-    def lends_reads(self) -> bool:  # noqa: D102 (see Link)
+    def lends_reads(self) -> bool:
         return not self._lent and self.reason is None
 
-    def try_write(self, buffers: list[Buffer]) -> list[Buffer]:  # noqa: D102 (see Link)
+    def try_write(self, buffers: Sequence[Buffer]) -> list[Buffer]:
         try:
             sent = os.writev(self._fd, buffers[:_IOV_MAX]) if len(buffers) > 1 else os.write(self._fd, buffers[0])
         except BlockingIOError:
-            return buffers
+            return list(buffers)
         except OSError as exc:
             self.fail(exc)
             return []
         return _advance(buffers, sent)
 
-    async def write(self, buffers: list[Buffer]) -> None:  # noqa: D102 (see Link)
+    async def write(self, buffers: Sequence[Buffer]) -> None:
         # Scatter/gather: a large payload goes to the kernel without being copied into one
         # buffer first.
-        rest = buffers
+        rest: Sequence[Buffer] = buffers
         while rest:
             sent = await self._sock.sendmsg(rest[:_IOV_MAX])
             rest = _advance(rest, sent)
@@ -208,7 +209,7 @@ class SocketLink(Link):
         except BlockingIOError:
             return None
 
-    async def read(self) -> bytes:  # noqa: D102 (see Link)
+    async def read(self) -> bytes:
         while True:
             if self._lent:
                 await self._reader_lot.park()
@@ -225,7 +226,7 @@ class SocketLink(Link):
                 await trio.lowlevel.wait_readable(self._fd)
             self._wait_scope = None
 
-    async def read_lent(self) -> bytes:  # noqa: D102 (see Link)
+    async def read_lent(self) -> bytes:
         self._lent = True
         if self._wait_scope is not None:
             self._wait_scope.cancel()
