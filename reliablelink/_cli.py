@@ -198,27 +198,19 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _int_at_least(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
+def _at_least(low: float, convert: Callable[[str], float] = float) -> Callable[[str], float]:
+    """An argparse type: ``convert(text)``, refused below ``low``."""
 
-    return parse
-
-
-_count = _int_at_least(1)
-
-
-def _at_least(low: float) -> Callable[[str], float]:
     def parse(text: str) -> float:
-        value = float(text)
+        value = convert(text)
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low:g}, got {value:g}")
         return value
 
     return parse
+
+
+_count = _at_least(1, int)
 
 
 def run(argv: list[str]) -> int:
@@ -316,7 +308,7 @@ def _add_echo_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     echo.add_argument("--messages", type=int, default=5000, help="messages each way (default 5000)")
     echo.add_argument("--cuts", type=int, default=30, help="connection resets during the run (default 30)")
     echo.add_argument(
-        "--size", type=_int_at_least(8), default=64, help="message size in bytes, at least 8 (default 64)"
+        "--size", type=_at_least(8, int), default=64, help="message size in bytes, at least 8 (default 64)"
     )
     echo.set_defaults(func=_echo_demo)
 
