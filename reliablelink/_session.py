@@ -1,11 +1,16 @@
 """The public :class:`Session` and the Trio tasks that carry it over one connection at a time.
 
 Each attached connection runs three tasks in a nursery owned by whoever attached it (the
-client's reconnect loop or the server's connection handler): a reader that feeds every
-``receive_some`` to the core (many frames per read), the single writer that sends whatever
-the core has queued in one ``send_all``, and a timer for heartbeats, delayed ACKs and
-dead-link detection. The session object itself owns no task: it survives the connection,
-and ``send``/``receive`` only touch the core and wake the tasks.
+client's reconnect loop or the server's connection handler): a reader that feeds what it
+reads to the core (many frames per read), the writer that puts on the wire whatever the core
+queued (many frames per write), and a timer for heartbeats, delayed ACKs and dead-link
+detection. The session object itself owns no task: it survives the connection.
+
+Bytes go in and out of a connection only through :mod:`reliablelink._link`. On a plain
+socket, ``send()``/``receive()`` and the handling of control frames also write from the
+calling task while the writer is idle, and a waiting ``receive()`` reads the socket itself
+with the reader task's turn lent to it; :meth:`Session._flush` is the one decision between
+writing now and waking the writer, and ``_link``'s module docstring gives the safety argument.
 """
 
 from __future__ import annotations
@@ -14,8 +19,7 @@ import contextlib
 import enum
 import itertools
 import math
-import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, final
 
@@ -24,6 +28,7 @@ import trio
 from ._core import LinkDead, LinkParams, PeerClosed, PeerError, SessionCore, SessionState, Transition
 from ._core._frames import ErrorCode, encode_error
 from ._errors import MessageTooLarge, ProtocolError, ReliableLinkError, SessionClosed, SessionMoved
+from ._link import LINK_ERRORS, Link, LinkLost, Replaced, open_link
 from .stores._base import SessionChange, StoreError, StoreFenced
 
 if TYPE_CHECKING:
@@ -31,15 +36,11 @@ if TYPE_CHECKING:
 
 __all__ = ["ClosedByPeer", "ClosedLocally", "LinkState", "Session", "SessionStats"]
 
-_RECEIVE_SIZE = 256 * 1024
-# send()/receive() are cancellation points on every call, and also yield to the scheduler
-# when they must wait; when they need not wait they yield once every _PACE calls. A yield per
-# call would cap a session near one message per scheduler round trip (~85k/s); this keeps
-# other tasks running while letting the writer batch many messages into one send_all.
-_PACE = 64
-_LINK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
-# At most this many buffers per sendmsg() call (Linux's IOV_MAX is 1024).
-_IOV_MAX = 512
+# send()/receive() are cancellation points on every call, and schedule points whenever they
+# wait and at least once every _YIELD_EVERY calls. A schedule point per call would cap a
+# session near one message per pass of the scheduler (~85k/s); this keeps other tasks
+# running while letting the writer batch many messages into one write.
+_YIELD_EVERY = 64
 
 
 class ClosedByPeer(SessionClosed, trio.EndOfChannel):
@@ -101,74 +102,9 @@ class SessionStats:
     pings_sent: int
 
 
-class _LinkLost(Exception):
-    """Why a connection ended (kept for logs and tests; never raised to users)."""
-
-
-class _Replaced(_LinkLost):
-    """A newer connection took over the session (the old one is told SESSION_REPLACED)."""
-
-
-class _Link:
-    """Driver state of one attached connection."""
-
-    __slots__ = (
-        "direct",
-        "done",
-        "fd",
-        "read_scope",
-        "reader_lot",
-        "reason",
-        "scope",
-        "sock",
-        "stream",
-        "timer_at",
-        "timer_scope",
-        "writer_lot",
-    )
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.scope = trio.CancelScope()
-        self.writer_lot = trio.lowlevel.ParkingLot()
-        self.timer_at = math.inf
-        self.timer_scope: trio.CancelScope | None = None
-        self.reason: BaseException | None = None
-        self.done = trio.Event()
-        # A plain socket (TCP, Unix) can be written without a task switch (see
-        # Session._write_now) and with scatter/gather (see _send_buffers).
-        self.sock = stream.socket if type(stream) is trio.SocketStream else None
-        self.fd = self.sock.fileno() if self.sock is not None else -1
-        # On a plain socket, a receive() call that has to wait reads the socket itself
-        # (``direct``) while the reader task steps aside: the message then reaches the
-        # application without a task switch (see Session._read_directly).
-        self.direct = False
-        self.read_scope: trio.CancelScope | None = None
-        self.reader_lot = trio.lowlevel.ParkingLot()
-
-    def fail(self, reason: BaseException) -> None:
-        if self.reason is None:
-            self.reason = reason
-        self.scope.cancel()
-
-    def rearm_timer(self, deadline: float) -> None:
-        """Make the timer task wake exactly at ``deadline`` (earlier or later than planned),
-        which must be the earliest thing due. Moving a deadline later costs a heap entry;
-        waking the task early for nothing would cost a task switch."""
-        if deadline != self.timer_at:
-            self.timer_at = deadline
-            scope = self.timer_scope
-            if scope is not None:
-                scope.deadline = deadline
-
-    def wake_timer_by(self, deadline: float) -> None:
-        """Make the timer task wake no later than ``deadline``, by moving its sleep's
-        deadline (no task switch now)."""
-        if deadline < self.timer_at:
-            self.timer_at = deadline
-            scope = self.timer_scope
-            if scope is not None:
-                scope.deadline = deadline
+# Kept under their old names for the server, which imports them from here.
+_LinkLost = LinkLost
+_Replaced = Replaced
 
 
 @final
@@ -196,7 +132,7 @@ class Session(trio.abc.Channel[bytes]):
         self._recv_lot = trio.lowlevel.ParkingLot()
         self._send_lot = trio.lowlevel.ParkingLot()
         self._state_lot = trio.lowlevel.ParkingLot()
-        self._link: _Link | None = None
+        self._link: Link | None = None
         self._error: ReliableLinkError | None = None
         self._link_state = LinkState.RECONNECTING
         # The server's expiry bookkeeping, told of every link state change.
@@ -208,7 +144,11 @@ class Session(trio.abc.Channel[bytes]):
         self._heard: trio.Event | None = None
         self._offline_since: float | None = None
         self._offline_total = 0.0
-        self._pace = _PACE
+        # Calls left before send()/receive() must yield to the scheduler.
+        self._budget = _YIELD_EVERY
+        # Whether send()/receive() waited or yielded since the last call: the next message
+        # sent is then likely a lone one (a reply), worth writing at once (see _flush).
+        self._fresh = True
         # aclose() was called: this side closes (or closed) the session, and using it
         # from now on raises ClosedLocally.
         self._closing = False
@@ -326,38 +266,36 @@ class Session(trio.abc.Channel[bytes]):
             SessionExpired: the server forgot the session.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        payload = data if type(data) is bytes else bytes(data)
-        core = self._core
-        n = len(payload)
-        params = core.params
-        if n > params.max_message_size:
-            raise MessageTooLarge(n, params.max_message_size)
-        pace = self._pace
-        unacked = core.unacked
-        # The window test of core.window_open(), inlined: this is the per-message path.
-        if (
-            unacked and (len(unacked) >= params.max_inflight or core.unacked_bytes + n > params.max_inflight_bytes)
-        ) or (self._closing or core.send_closed):
-            await self._wait_window(n)
-            self._pace = pace = _PACE
-        elif pace <= 0:
-            self._pace = _PACE
-            await trio.lowlevel.cancel_shielded_checkpoint()
+        payload = data if type(data) is bytes else _as_bytes(data)
+        try:
+            accepted = self._core.try_send(payload)
+        except SessionClosed:
+            self._raise_if_dead()  # the precise reason: closed here, by the peer, expired...
+            raise
+        if not accepted:
+            await self._send_when_open(payload)
+            eager = self._fresh = True
         else:
-            self._pace = pace - 1
-        core.send(payload)
+            eager = self._fresh
+            self._fresh = False
+            if self._budget:
+                self._budget -= 1
+            else:
+                self._budget = _YIELD_EVERY
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                self._fresh = True
         if self._store is not None:
             await self._persist()
-            return
-        link = self._link
-        if link is not None and link.writer_lot:
-            if pace == _PACE and link.fd >= 0:
-                # First message since this task last waited (sparse traffic, a reply):
-                # write it now rather than wake the writer, which costs a pass of the
-                # scheduler. Steady streams still go through the writer, in batches.
-                self._write_now(link)
-            else:
-                link.writer_lot.unpark()
+        else:
+            self._flush(eager)
+
+    async def _send_when_open(self, payload: bytes) -> None:
+        """The slow path of :meth:`send`: wait for the window, then hand over ``payload``."""
+        while True:
+            await self._wait_window(len(payload))
+            if self._core.try_send(payload):
+                self._budget = _YIELD_EVERY
+                return
 
     async def send_many(self, messages: Iterable[bytes | bytearray | memoryview]) -> None:
         """Send several messages in order with one checkpoint for the batch.
@@ -368,7 +306,7 @@ class Session(trio.abc.Channel[bytes]):
         await trio.lowlevel.checkpoint_if_cancelled()
         core = self._core
         limit = core.params.max_message_size
-        payloads = [data if type(data) is bytes else bytes(data) for data in messages]
+        payloads = [data if type(data) is bytes else _as_bytes(data) for data in messages]
         too_large: MessageTooLarge | None = None
         for i, payload in enumerate(payloads):
             if len(payload) > limit:
@@ -380,19 +318,19 @@ class Session(trio.abc.Channel[bytes]):
         i = 0
         end = len(payloads)
         while True:
-            if not (self._closing or core.send_closed):
+            if not core.send_closed:
                 i = core.send_many(payloads, i)
             if i == end:
                 break
             if self._store is not None:
                 await self._persist()
-            self._kick_writer()
+            self._flush(eager=False)
             await self._wait_window(len(payloads[i]))
             waited = True
         if self._store is not None:
             await self._persist()
         else:
-            self._kick_writer()
+            self._flush(eager=False)
             if not waited:
                 await trio.lowlevel.cancel_shielded_checkpoint()
         if too_large is not None:
@@ -414,15 +352,19 @@ class Session(trio.abc.Channel[bytes]):
         await trio.lowlevel.checkpoint_if_cancelled()
         if not core.inbox:
             await self._wait_inbox()
-            self._pace = _PACE
-        elif self._pace <= 0:
-            self._pace = _PACE
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            self._budget = _YIELD_EVERY
+            self._fresh = True
+        elif self._budget:
+            self._budget -= 1
+            self._fresh = False
         else:
-            self._pace -= 1
+            self._budget = _YIELD_EVERY
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            self._fresh = True
         data = core.take()
         if core.has_data_to_send():
-            self._flush_queued()
+            # An ACK after this delivery: the sender may be waiting for it to open its window.
+            self._flush(eager=True)
         return data
 
     async def receive_many(self, max_count: int = 1000) -> list[bytes]:
@@ -439,12 +381,12 @@ class Session(trio.abc.Channel[bytes]):
         await trio.lowlevel.checkpoint_if_cancelled()
         if not core.inbox:
             await self._wait_inbox()
-            self._pace = _PACE
+            self._budget = _YIELD_EVERY
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
         batch = core.take_many(max_count)
         if core.has_data_to_send():
-            self._flush_queued()
+            self._flush(eager=True)
         return batch
 
     async def drain(self) -> None:
@@ -472,6 +414,7 @@ class Session(trio.abc.Channel[bytes]):
             return
         self._closing = True
         core = self._core
+        core.stop_sending()
         try:
             with trio.move_on_after(self._close_timeout):
                 if self._store is not None:
@@ -482,7 +425,7 @@ class Session(trio.abc.Channel[bytes]):
                 while core.unacked and self._error is None and not core.peer_closed:
                     await self._send_lot.park()
                 core.close()
-                self._kick_writer()
+                self._flush(eager=False)
                 while not core.finished and self._error is None:
                     await self._send_lot.park()
         finally:
@@ -498,7 +441,7 @@ class Session(trio.abc.Channel[bytes]):
         if self._handled == self._saved_delivered or self._commit_at != math.inf:
             return
         now = trio.current_time()
-        soon = self._handled - self._saved_delivered >= core._ack_every
+        soon = self._handled - self._saved_delivered >= core.ack_every
         self._commit_at = now if soon else now + core.ack_delay
         link = self._link
         if link is not None:
@@ -541,7 +484,7 @@ class Session(trio.abc.Channel[bytes]):
         if self._error is not None:
             raise _fresh(self._error)
         core.durable_done(upto, handled)
-        self._kick_writer()
+        self._flush(eager=False)
 
     async def _save_abandoned(self) -> None:
         """Store everything the store lacks (the delivery position above all) of a session
@@ -601,91 +544,43 @@ class Session(trio.abc.Channel[bytes]):
             if core.peer_closed:
                 raise ClosedByPeer("the peer closed the session")
             link = self._link
-            if link is not None and link.fd >= 0 and not link.direct and link.reason is None:
-                await self._read_directly(link)
-            else:
+            if link is None or not link.lends_reads:
                 await self._recv_lot.park()
-
-    async def _read_directly(self, link: _Link) -> None:
-        """Read the socket from this receive() call until a message is in, instead of
-        waiting for the reader task to read it and wake us: that wake-up is a pass of the
-        scheduler on every message of a request/response exchange.
-
-        Only one task waits on the socket at a time: the reader task's wait is cancelled
-        here (Trio aborts it at once, with nothing read) and it waits in ``reader_lot``
-        until this call hands the socket back. Each read is fed to the core before the next
-        await, so bytes are parsed in order whoever reads them.
-        """
-        core = self._core
-        link.direct = True
-        scope = link.read_scope
-        if scope is not None:
-            scope.cancel()
-        fd = link.fd
-        try:
-            while not core.inbox and link.reason is None and self._error is None:
-                try:
-                    data: bytes | None = os.read(fd, _RECEIVE_SIZE)
-                except BlockingIOError:
-                    data = None
-                if data is None:
-                    # Waited for outside the except block: a coroutine suspended in one keeps
-                    # the exception, its traceback and their frames alive, per idle session.
-                    await trio.lowlevel.wait_readable(fd)
-                    continue
-                if not data:
-                    link.fail(_LinkLost("peer closed the connection"))
-                    return
+                continue
+            # Read the socket from this call rather than wait for the reader task to read
+            # and wake us (a pass of the scheduler per message of a request/response
+            # exchange): the reader task lends its turn (see reliablelink._link).
+            try:
+                data = await link.read_lent()
+            except LINK_ERRORS as exc:
+                link.fail(exc)
+                continue
+            if data:
                 self._feed(link, data)
-        except _LINK_ERRORS as exc:
-            link.fail(exc)
-        finally:
-            link.direct = False
-            if link.reader_lot:
-                link.reader_lot.unpark()
+            else:
+                link.fail(LinkLost("peer closed the connection"))
 
-    def _kick_writer(self) -> None:
+    def _flush(self, eager: bool) -> None:
+        """Put what the core queued on the wire: from this task at once if ``eager`` and the
+        link can write without waiting, else by waking the writer, which batches.
+
+        The one decision between writing now and letting the writer batch. Nothing happens
+        while the writer is busy (it takes everything queued before it parks again) or
+        while detached (the next attach sends it). ``eager`` is for lone messages (a
+        reply, a control frame), for which waking the writer costs more than the write; a
+        stream of messages goes through the writer. Why a write from this task is safe:
+        see :mod:`reliablelink._link`.
+        """
         link = self._link
-        if link is not None and link.writer_lot:
-            link.writer_lot.unpark()
-
-    def _write_now(self, link: _Link) -> None:
-        """Write what the core has queued from the calling task, without blocking, while
-        the writer task is idle (parked): one writer at a time, and in order. What the
-        socket does not take now is put back for the writer, which is woken for it."""
-        core = self._core
-        buffers = core.buffers_to_send(trio.current_time())
-        try:
-            sent = os.writev(link.fd, buffers[:_IOV_MAX]) if len(buffers) > 1 else os.write(link.fd, buffers[0])
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:
-            # The writer finds the same error on its next write and ends the link.
-            core.unsend(list(buffers))
-            link.writer_lot.unpark()
-            link.fail(exc)
+        if link is None or not link.writer_idle:
             return
-        rest = _advance(buffers, sent)
-        if rest:
+        if eager and link.writes_directly:
+            core = self._core
+            rest = link.try_write(core.buffers_to_send(trio.current_time()))
+            if not rest:
+                return
             core.unsend(rest)
-            link.writer_lot.unpark()
-
-    def _flush_queued(self) -> None:
-        """Send what the core queued by itself (an ACK after a delivery) if the writer is
-        parked: the sender may be waiting for this ACK to open its window."""
-        link = self._link
-        if link is not None and link.writer_lot:
-            self._flush_control(link)
-
-    def _flush_control(self, link: _Link) -> None:
-        """Send the frames the core queued by itself (PONG, ACK, PING, a CLOSE reply)
-        while the writer task is parked: on a plain socket from this task at once, since
-        waking the writer for a 9-byte frame costs more than the write (and keeps more
-        objects alive for the garbage collector: this is what idle sessions do all day)."""
-        if link.fd >= 0:
-            self._write_now(link)
-        else:
-            link.writer_lot.unpark()
+        link.wake_writer()
 
     def _peer_heard(self) -> None:
         """The peer's first bytes arrived (or the session ended): let the handler start."""
@@ -736,9 +631,9 @@ class Session(trio.abc.Channel[bytes]):
             self._peer_heard()
         self._core.finish(transition)
         if transition is Transition.CLOSE_DONE:
-            self._kick_writer()
+            self._flush(eager=False)
         else:
-            self._detach_now(_LinkLost(f"session ended: {error}"))
+            self._detach_now(LinkLost(f"session ended: {error}"))
         self._set_link_state(LinkState.CLOSED)
         self._wake_all()
 
@@ -767,7 +662,7 @@ class Session(trio.abc.Channel[bytes]):
         if self._error is not None:
             await trio.aclose_forcefully(stream)
             return
-        self._detach_now(_Replaced("replaced by a newer connection"))
+        self._detach_now(Replaced("replaced by a newer connection"))
         core = self._core
         try:
             core.attach(params, peer_last_received, trio.current_time())
@@ -777,7 +672,7 @@ class Session(trio.abc.Channel[bytes]):
             self._finish(exc)
             await trio.aclose_forcefully(stream)
             return
-        link = _Link(stream)
+        link = open_link(stream)
         self._link = link
         self._set_link_state(LinkState.CONNECTED)
         self._wake_all()
@@ -795,18 +690,18 @@ class Session(trio.abc.Channel[bytes]):
                 if isinstance(link.reason, ProtocolError):
                     # The core queued an ERROR frame saying why the peer broke the protocol.
                     last_words = core.data_to_send(trio.current_time())
-                self._detach_now(link.reason or _LinkLost("connection ended"))
-            elif isinstance(link.reason, _Replaced):
+                self._detach_now(link.reason or LinkLost("connection ended"))
+            elif isinstance(link.reason, Replaced):
                 last_words = encode_error(ErrorCode.SESSION_REPLACED, str(link.reason))
             link.done.set()
             with trio.CancelScope(shield=True):
                 if last_words:
                     with trio.move_on_after(1):
-                        with contextlib.suppress(*_LINK_ERRORS):
-                            await stream.send_all(last_words)
+                        with contextlib.suppress(*LINK_ERRORS):
+                            await link.write([last_words])
                 await trio.aclose_forcefully(stream)
 
-    def _feed(self, link: _Link, data: bytes) -> None:
+    def _feed(self, link: Link, data: bytes) -> None:
         if self._link is not link:
             # Detached (replaced, or the session ended) while this read was returning.
             return
@@ -823,8 +718,10 @@ class Session(trio.abc.Channel[bytes]):
             self._recv_lot.unpark_all()
         if core.acked != acked and self._send_lot:
             self._send_lot.unpark_all()
-        if core.has_data_to_send() and link.writer_lot:
-            self._flush_control(link)
+        if core.has_data_to_send():
+            # Control frames (PONG, ACK, a CLOSE reply): waking the writer for a 9-byte
+            # frame costs more than the write, and idle sessions do this all day.
+            self._flush(eager=True)
         # Received bytes move deadlines later (dead-link check; the heartbeat, after a PONG
         # was sent) as well as earlier (an ACK became due): an idle server's timer would
         # otherwise wake once per heartbeat for nothing.
@@ -837,78 +734,40 @@ class Session(trio.abc.Channel[bytes]):
             elif isinstance(event, PeerError):
                 self._on_peer_error(link, event)
 
-    def _on_peer_error(self, link: _Link, event: PeerError) -> None:
+    def _on_peer_error(self, link: Link, event: PeerError) -> None:
         if event.code == ErrorCode.SESSION_REPLACED:
             self._finish(SessionMoved(f"the session was attached from another connection: {event.message}"))
         else:
-            link.fail(_LinkLost(f"peer reported error {event.code}: {event.message}"))
+            link.fail(LinkLost(f"peer reported error {event.code}: {event.message}"))
 
-    async def _reader(self, link: _Link) -> None:
-        stream = link.stream
+    async def _reader(self, link: Link) -> None:
         try:
-            if link.fd >= 0:
-                await self._socket_reader(link)
-                return
             while link.reason is None:
-                data = await stream.receive_some(_RECEIVE_SIZE)
+                data = await link.read()
                 if not data:
-                    link.fail(_LinkLost("peer closed the connection"))
+                    link.fail(LinkLost("peer closed the connection"))
                     return
-                self._feed(link, data if type(data) is bytes else bytes(data))
-        except _LINK_ERRORS as exc:
+                self._feed(link, data)
+        except LINK_ERRORS as exc:
             link.fail(exc)
 
-    async def _socket_reader(self, link: _Link) -> None:
-        """The reader on a plain socket: like ``receive_some``, with every await at a point
-        where a receive() call may take the socket over (see :meth:`_read_directly`)."""
-        fd = link.fd
-        lot = link.reader_lot
-        while link.reason is None:
-            if link.direct:
-                await lot.park()
-                continue
-            try:
-                data: bytes | None = os.read(fd, _RECEIVE_SIZE)
-            except BlockingIOError:
-                data = None
-            if data is None:  # waited for outside the except block (see _read_directly)
-                link.read_scope = scope = trio.CancelScope()
-                with scope:
-                    await trio.lowlevel.wait_readable(fd)
-                link.read_scope = None
-                continue
-            if not data:
-                link.fail(_LinkLost("peer closed the connection"))
-                return
-            self._feed(link, data)
-            # As receive_some would: a steady stream must not starve the other tasks.
-            await trio.lowlevel.cancel_shielded_checkpoint()
-
-    async def _writer(self, link: _Link) -> None:
+    async def _writer(self, link: Link) -> None:
         core = self._core
-        stream = link.stream
-        lot = link.writer_lot
-        sock = link.sock
         try:
             while link.reason is None:
                 buffers = core.buffers_to_send(trio.current_time())
-                if len(buffers) == 1:
-                    await stream.send_all(buffers[0])
-                elif buffers:
-                    if sock is not None:
-                        await _send_buffers(sock, buffers)
-                    else:
-                        await stream.send_all(b"".join(buffers))
+                if buffers:
+                    await link.write(buffers)
                 elif core.finished:
                     # CLOSE exchanged and flushed: this connection has nothing more to do.
-                    link.fail(_LinkLost("session closed"))
+                    link.fail(LinkLost("the close handshake is complete"))
                     return
                 else:
-                    await lot.park()
-        except _LINK_ERRORS as exc:
+                    await link.wait_for_work()
+        except LINK_ERRORS as exc:
             link.fail(exc)
 
-    async def _timer(self, link: _Link) -> None:
+    async def _timer(self, link: Link) -> None:
         core = self._core
         # Nothing ever unparks this lot: the timer sleeps until its scope's deadline, which
         # link.wake_timer_by() moves earlier when something becomes due sooner, and
@@ -931,33 +790,14 @@ class Session(trio.abc.Channel[bytes]):
                     return
             for event in core.handle_timer(now):
                 if isinstance(event, LinkDead):
-                    link.fail(_LinkLost(f"nothing received for {event.silence:.1f} s: link is dead"))
+                    link.fail(LinkLost(f"nothing received for {event.silence:.1f} s: link is dead"))
                     return
-            if core.has_data_to_send() and link.writer_lot:
-                self._flush_control(link)
+            if core.has_data_to_send():
+                self._flush(eager=True)
 
     @property
     def _state(self) -> SessionState:
         return self._core.state
-
-
-def _advance(buffers: Sequence[bytes | bytearray | memoryview], sent: int) -> list[bytes | bytearray | memoryview]:
-    """What is left of ``buffers`` once their first ``sent`` bytes were written."""
-    for i, buf in enumerate(buffers):
-        n = len(buf)
-        if sent < n:
-            return [memoryview(buf)[sent:], *buffers[i + 1 :]]
-        sent -= n
-    return []
-
-
-async def _send_buffers(sock: trio.socket.SocketType, buffers: list[bytes | bytearray]) -> None:
-    """Write ``buffers`` in order with scatter/gather ``sendmsg`` (a plain socket stream only:
-    large payloads go to the kernel without being copied into one buffer first)."""
-    rest: list[bytes | bytearray | memoryview] = list(buffers)
-    while rest:
-        sent = await sock.sendmsg(rest[:_IOV_MAX])
-        rest = _advance(rest, sent)
 
 
 def _fresh(error: ReliableLinkError) -> ReliableLinkError:
@@ -968,3 +808,13 @@ def _fresh(error: ReliableLinkError) -> ReliableLinkError:
         return error
     copy.__cause__ = error.__cause__
     return copy
+
+
+def _as_bytes(data: object) -> bytes:
+    """``data`` as bytes, or a ``TypeError`` that says what a message must be."""
+    if isinstance(data, str):
+        raise TypeError("a message is bytes, not str: encode it first, for example text.encode()")
+    try:
+        return memoryview(data).tobytes()  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"a message is bytes, bytearray or memoryview, not {type(data).__name__}") from None

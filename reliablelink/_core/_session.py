@@ -411,17 +411,6 @@ class SessionCore:
             self._ack_sent_bytes = self._delivered_bytes
         return seq
 
-    def send(self, payload: bytes) -> int:
-        """Compatibility for the driver of e1587a9, which tests the window itself first.
-
-        Prefer :meth:`try_send`. Raises ``RuntimeError`` where ``try_send`` would return 0
-        (the window is full), as the caller promised it was not.
-        """
-        seq = self.try_send(payload)
-        if not seq:
-            raise RuntimeError("send() with the window full: use try_send()")
-        return seq
-
     def send_many(self, payloads: Sequence[bytes], start: int = 0) -> int:
         """Accept ``payloads[start:]`` in order while the window stays open.
 

@@ -158,3 +158,31 @@ async def test_unix_socket_request_response(tmp_path: Any) -> None:
             got = await ping_pong(server.url, sizes)
             nursery.cancel_scope.cancel()
     check(got, sizes)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_reads_by_the_reader_and_by_receive_reach_the_core_in_socket_order(seed: int) -> None:
+    """A stream of messages of mixed sizes, read now by the reader task and now by a
+    waiting ``receive()`` with the reader's turn lent to it: whoever reads must feed the
+    bytes to the core before anyone else reads, or frames cut across reads are spliced
+    from the wrong bytes (a message with its own number and another's payload)."""
+    rng = random.Random(seed)
+    sizes = [rng.choice((8, 64, 1500, 9000, 70_000)) for _ in range(1500)]
+    got: list[bytes] = []
+    done = trio.Event()
+
+    async def collect(session: reliablelink.Session) -> None:
+        async for data in session:
+            got.append(data)
+            if len(got) == len(sizes):
+                done.set()
+
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, collect, "tcp://127.0.0.1:0", **FAST)
+        async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **CLIENT) as session:
+            for n, size in enumerate(sizes):
+                await session.send(payload(n, size))
+            await session.drain()
+        await done.wait()
+        nursery.cancel_scope.cancel()
+    check(got, sizes)

@@ -210,14 +210,17 @@ class SocketLink(Link):
             return None
 
     async def read(self) -> bytes:
+        # As receive_some would, yield once per read so that a steady stream cannot starve
+        # the other tasks; but yield *before* reading, never between reading and returning:
+        # a receive() call could borrow the turn in that gap, read later bytes and feed
+        # them to the core first (see "Who may read when").
+        await trio.lowlevel.cancel_shielded_checkpoint()
         while True:
             if self._lent:
                 await self._reader_lot.park()
                 continue
             data = self._try_read()
             if data is not None:
-                # As receive_some would: a steady stream must not starve the other tasks.
-                await trio.lowlevel.cancel_shielded_checkpoint()
                 return data
             # Waited for outside the except block: a coroutine suspended in one keeps the
             # exception, its traceback and their frames alive, per idle session.
