@@ -11,6 +11,7 @@ from typing import Any
 
 import trio
 
+from ._carrier import Carrier
 from ._core import ClientHandshake, HandshakeResult, ResumeRequest, SessionCore
 from ._errors import (
     AuthenticationError,
@@ -21,7 +22,7 @@ from ._errors import (
     SessionExpired,
 )
 from ._options import ClientOptions
-from ._session import Session
+from ._session import Session, load_session, new_session
 from ._util import collapse_exception_groups, key_bytes
 from .stores import SessionRecord, StoreFenced
 from .transports import StreamOptions, get_transport
@@ -86,7 +87,8 @@ async def connect(url: str, *, client_id: str, key: bytes | str, **options: Any)
                 yield session
             finally:
                 await session.aclose()
-                await session._forget_store()
+                assert client.carrier is not None
+                await client.carrier.forget_store()
                 nursery.cancel_scope.cancel()
 
 
@@ -102,41 +104,50 @@ class _Client:
         )
         self.rng = random.Random(opts.reconnect_backoff.seed)
         self.last_error: BaseException | None = None
+        # The session, once there is one: the application's view, the carrier this client
+        # drives, its id, and the resume token to present on the next connection.
+        self.session: Session | None = None
+        self.carrier: Carrier | None = None
+        self.session_id = b""
+        self.token = b""
 
     @property
     def store_key(self) -> str:
         return f"{self.client_id}@{self.url.geturl()}"
 
-    async def _restore(self) -> Session | None:
-        """The session kept in the store by an earlier run, now owned by this one."""
+    def _hold(self, session: Session, carrier: Carrier, session_id: bytes, token: bytes) -> None:
+        self.session, self.carrier, self.session_id, self.token = session, carrier, session_id, token
+
+    async def _restore(self) -> None:
+        """Take the session kept in the store by an earlier run, if any."""
         store = self.opts.store
         if store is None:
-            return None
+            return
         record = await store.load(self.store_key)
         if record is None:
-            return None
+            return
         # Fence off any other process still running with this session (a stale copy of this
         # program): from now on its writes are refused.
         taken = await store.take_over(record.key, record.epoch)
         if taken is None:
             raise StoreFenced(f"another process took over the stored session {record.session_id.hex()} just now")
         core = SessionCore(self.opts.params, ack_delay=self.opts.ack_delay)
-        session = Session._from_record(taken, core, self.opts.close_timeout)
-        session._use_store(store, taken.key, taken.epoch)
+        session, carrier = load_session(taken, core, self.opts.close_timeout)
+        carrier.use_store(store, taken.key, taken.epoch)
+        self._hold(session, carrier, taken.session_id, taken.token)
         log.info(
             "resuming stored session %s (%d messages not yet acknowledged)", session.session_id, len(record.unacked)
         )
-        return session
 
     async def run(self, task_status: trio.TaskStatus[Session] = trio.TASK_STATUS_IGNORED) -> None:
         opts = self.opts
-        session = await self._restore()
+        await self._restore()
         started = False
         give_up_at = trio.current_time() + opts.connect_timeout
         attempt = 0
         while True:
             try:
-                stream, result, rest = await self._attempt(session, None if started else give_up_at)
+                stream, result, rest = await self._attempt(None if started else give_up_at)
             except ssl.SSLCertVerificationError as exc:
                 # Retrying cannot fix a certificate on the first connection: say so at once. Later
                 # (a captive portal, a certificate being rotated) it may clear up: keep trying.
@@ -147,22 +158,22 @@ class _Client:
                 attempt += 1
                 continue
             except _FATAL as exc:
-                if session is None:
+                if self.carrier is None:
                     raise
-                await self._cannot_resume(session, exc, started)
+                await self._cannot_resume(exc, started)
                 return
             except _TRANSIENT as exc:
                 await self._back_off(exc, attempt, None if started else give_up_at)
                 attempt += 1
                 continue
-            session = await self._attached(session, result, stream)
+            session, carrier = await self._attached(result, stream)
             if not started:
                 started = True
                 task_status.started(session)
             began = trio.current_time()
-            await session._run_link(stream, result.params, result.peer_last_received, rest)
-            if session._finished:
-                await session._forget_store()
+            await carrier.run_link(stream, result.params, result.peer_last_received, rest)
+            if carrier.ended:
+                await carrier.forget_store()
                 return
             # A link that stayed up a while resets the backoff. One that died at once (a
             # server or middlebox that accepts and then drops us) backs off like a failed
@@ -173,11 +184,13 @@ class _Client:
                 await trio.sleep(opts.reconnect_backoff.delay(attempt, self.rng))
                 attempt += 1
 
-    async def _cannot_resume(self, session: Session, exc: ReliableLinkError, started: bool) -> None:
+    async def _cannot_resume(self, exc: ReliableLinkError, started: bool) -> None:
         """The server refused to resume the session for good: end it (and its stored copy)."""
-        lost = len(session._core.unacked)
-        session._finish(exc)
-        await session._forget_store()
+        session, carrier = self.session, self.carrier
+        assert session is not None and carrier is not None
+        lost = len(carrier.core.unacked)
+        carrier.finish(exc)
+        await carrier.forget_store()
         if not started:
             # A session loaded from the store: connect() reports the loss itself.
             raise type(exc)(
@@ -186,32 +199,34 @@ class _Client:
             ) from exc
         log.warning("session %s cannot resume: %s", session.session_id, exc)
 
-    async def _attached(self, session: Session | None, result: HandshakeResult, stream: trio.abc.Stream) -> Session:
+    async def _attached(self, result: HandshakeResult, stream: trio.abc.Stream) -> tuple[Session, Carrier]:
         """Record a successful handshake: a new session, or the resume token rotated."""
         try:
-            return await self._record_attach(session, result)
+            await self._record_attach(result)
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
+        assert self.session is not None and self.carrier is not None
+        return self.session, self.carrier
 
-    async def _record_attach(self, session: Session | None, result: HandshakeResult) -> Session:
+    async def _record_attach(self, result: HandshakeResult) -> None:
         store = self.opts.store
-        if session is None:
+        carrier = self.carrier
+        if carrier is None:
             core = SessionCore(result.params, ack_delay=self.opts.ack_delay)
-            session = Session(
+            session, carrier = new_session(
                 core, session_id=result.session_id, client_id=self.client_id, close_timeout=self.opts.close_timeout
             )
-            session._token = result.token
+            self._hold(session, carrier, result.session_id, result.token)
             if store is not None:
                 await store.create(SessionRecord(self.store_key, result.session_id, self.client_id, result.token))
-                session._use_store(store, self.store_key, 1)
-            return session
-        session._token = result.token
+                carrier.use_store(store, self.store_key, 1)
+            return
+        self.token = result.token
         if store is not None:
             # If this write is lost with the process, the server still accepts the token we
             # presented (it keeps the last one the client proved it holds).
-            await session._persist(token=result.token)
-        return session
+            await carrier.persist(token=result.token)
 
     async def _back_off(self, exc: BaseException, attempt: int, give_up_at: float | None) -> None:
         """Wait before the next attempt; raise ConnectionFailed if the first connection is overdue."""
@@ -232,9 +247,7 @@ class _Client:
         )
         await trio.sleep(delay)
 
-    async def _attempt(
-        self, session: Session | None, give_up_at: float | None
-    ) -> tuple[trio.abc.Stream, HandshakeResult, bytes]:
+    async def _attempt(self, give_up_at: float | None) -> tuple[trio.abc.Stream, HandshakeResult, bytes]:
         deadline = trio.current_time() + self.opts.connect_timeout
         if give_up_at is not None:
             deadline = min(deadline, give_up_at)
@@ -242,8 +255,8 @@ class _Client:
             stream = await self.transport.open_stream(self.url, self.stream_options)
             try:
                 resume = None
-                if session is not None:
-                    resume = ResumeRequest(session._session_id, session._token, session._core.received)
+                if self.carrier is not None:
+                    resume = ResumeRequest(self.session_id, self.token, self.carrier.core.received)
                 hs = ClientHandshake(self.client_id, self.key, self.opts.params, resume)
                 await stream.send_all(hs.data_to_send())
                 while True:

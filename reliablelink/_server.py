@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections import Counter, OrderedDict
@@ -11,6 +12,7 @@ from typing import Any, NoReturn, final
 
 import trio
 
+from ._carrier import Carrier, LinkState
 from ._core import (
     ErrorCode,
     ResumeRequest,
@@ -27,8 +29,9 @@ from ._core._frames import encode_error
 from ._core._handshake import HandshakeResult
 from ._errors import AuthenticationError, ProtocolError, ReliableLinkError, SessionExpired
 from ._guard import AddressGuard
+from ._link import Replaced
 from ._options import ServerOptions
-from ._session import LinkState, Session, _Replaced
+from ._session import Session, load_session, new_session
 from ._util import KeyLookup, collapse_exception_groups, key_lookup
 from .stores import SessionRecord, StoreError, StoreFenced
 from .transports import StreamOptions, get_transport
@@ -41,6 +44,46 @@ Handler = Callable[[Session], Awaitable[None]]
 _HANDSHAKE_READ = 4096
 _CLOSED_REMEMBERED = 10_000
 _LINK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class _Held:
+    """The server's record of one session it holds (attached or detached).
+
+    Attributes:
+        session: the application's view, given to the handler.
+        carrier: what the server drives: attaching connections, ending the session.
+        sid: the session id.
+        token: the latest resume token issued.
+        prev_token: the last token the client proved it had (the WELCOME carrying a new
+            one may be lost with the connection, so both are accepted).
+        supervised: the handler was started.
+    """
+
+    __slots__ = ("carrier", "prev_token", "session", "sid", "supervised", "token")
+
+    def __init__(self, session: Session, carrier: Carrier, sid: bytes, token: bytes, prev_token: bytes = b"") -> None:
+        self.session = session
+        self.carrier = carrier
+        self.sid = sid
+        self.token = token
+        self.prev_token = prev_token
+        self.supervised = False
+
+    @property
+    def client_id(self) -> str:
+        return self.session.client_id
+
+    @property
+    def store_key(self) -> str:
+        """The session's key in the store (the store is in use)."""
+        assert self.carrier.durable is not None
+        return self.carrier.durable.key
+
+    @property
+    def epoch(self) -> int:
+        """The fencing epoch this process holds the session under (the store is in use)."""
+        assert self.carrier.durable is not None
+        return self.carrier.durable.epoch
 
 
 class _Refused(Exception):
@@ -70,7 +113,7 @@ class Server:
         self._keys = keys
         self._opts = opts
         self._nursery = nursery
-        self._sessions: dict[bytes, Session] = {}
+        self._sessions: dict[bytes, _Held] = {}
         self._per_client: Counter[str] = Counter()
         self._guard = AddressGuard(opts.limits)
         self._closed: OrderedDict[bytes, None] = OrderedDict()
@@ -85,13 +128,13 @@ class Server:
         # one session_ttl for all, that is the order they expire in. One task watches them
         # all (a task per session would cost as much memory as the rest of an idle session).
         # (An OrderedDict: popping the front of a plain dict again and again is quadratic.)
-        self._detached: OrderedDict[Session, float] = OrderedDict()
+        self._detached: OrderedDict[_Held, float] = OrderedDict()
         self._detached_lot = trio.lowlevel.ParkingLot()
 
     @property
     def sessions(self) -> Mapping[str, Session]:
         """Live sessions (attached or detached), by session id."""
-        return {s.session_id: s for s in self._sessions.values()}
+        return {h.session.session_id: h.session for h in self._sessions.values()}
 
     # -- connections -------------------------------------------------------------------
 
@@ -106,7 +149,7 @@ class Server:
         try:
             try:
                 with trio.fail_after(self._opts.handshake_timeout):
-                    session, result, resume, rest = await self._handshake(stream, peer)
+                    held, result, resume, rest = await self._handshake(stream, peer)
             except trio.TooSlowError:
                 log.info("refused %s: no handshake within %.1f s", peer, self._opts.handshake_timeout)
                 self._record_failure(peer)
@@ -121,16 +164,16 @@ class Server:
                 return
             finally:
                 self._guard.handshake_done()
-            await session._run_link(stream, result.params, resume.last_received, rest)
-            if session._finished:
-                self._forget(session)
+            await held.carrier.run_link(stream, result.params, resume.last_received, rest)
+            if held.carrier.ended:
+                self._forget(held)
         finally:
             self._guard.release(peer)
             await trio.aclose_forcefully(stream)
 
     async def _handshake(
         self, stream: trio.abc.Stream, peer: str
-    ) -> tuple[Session, HandshakeResult, ResumeRequest, bytes]:
+    ) -> tuple[_Held, HandshakeResult, ResumeRequest, bytes]:
         hs = ServerHandshake(self._opts.params)
         await stream.send_all(hs.data_to_send())
         while True:
@@ -148,12 +191,12 @@ class Server:
                     hs.set_key(self._keys(step))
                 elif isinstance(step, ResumeRequest):
                     if self._store is None:
-                        session, result = self._decide(hs, step)
+                        held, result = self._decide(hs, step)
                     else:
                         async with self._store_lock:
-                            session, result = await self._decide_stored(hs, step)
+                            held, result = await self._decide_stored(hs, step)
                     await stream.send_all(hs.data_to_send())
-                    return session, result, step, hs.take_rest()
+                    return held, result, step, hs.take_rest()
             except (AuthenticationError, ProtocolError, _Refused) as exc:
                 # One line per refused client, with its address; never a key or a token.
                 log.info("refused %s (client id %r): %s", peer, hs.client_id, exc)
@@ -171,7 +214,7 @@ class Server:
         if self._guard.failure(peer, trio.current_time()):
             log.warning("locking out %s for %.0f s after repeated failed handshakes", peer, self._guard.limits.lockout)
 
-    def _decide(self, hs: ServerHandshake, req: ResumeRequest) -> tuple[Session, HandshakeResult]:
+    def _decide(self, hs: ServerHandshake, req: ResumeRequest) -> tuple[_Held, HandshakeResult]:
         """Create or resume the session the authenticated client asked for (no awaits here,
         so the session cannot change between the decision and the attach)."""
         ttl = self._opts.session_ttl
@@ -188,53 +231,54 @@ class Server:
             sid, token = new_session_id(), new_token()
             result = hs.accept(sid, token, 0, resumed=False, session_ttl=ttl)
             core = SessionCore(result.params, ack_delay=self._opts.ack_delay)
-            session = Session(core, session_id=sid, client_id=hs.client_id, close_timeout=self._opts.close_timeout)
-            session._token = token
-            session._heard = trio.Event()
+            session, carrier = new_session(
+                core, session_id=sid, client_id=hs.client_id, close_timeout=self._opts.close_timeout
+            )
+            carrier.heard = trio.Event()
             if self._store is not None:
-                session._use_store(self._store, sid.hex(), 1)
-            self._adopt(session)
-            return session, result
+                carrier.use_store(self._store, sid.hex(), 1)
+            held = _Held(session, carrier, sid, token)
+            self._adopt(held)
+            return held, result
         found = self._sessions.get(req.session_id)
-        if found is None or found._finished:
+        if found is None or found.carrier.ended:
             if req.session_id in self._closed:
                 hs.reject(ErrorCode.SESSION_CLOSED, "this session was closed")
                 raise _Refused("resume of a closed session")
             hs.reject(ErrorCode.SESSION_EXPIRED, "unknown or expired session")
             raise _Refused("resume of an unknown or expired session")
-        session = found
+        held = found
         # Same answer for another client's session and for a wrong token.
         if not resume_allowed(
-            owner=session.client_id,
+            owner=held.client_id,
             client_id=hs.client_id,
             presented=req.token,
-            current=session._token,
-            previous=session._prev_token,
+            current=held.token,
+            previous=held.prev_token,
         ):
             hs.reject(ErrorCode.AUTH_FAILED, "resume token rejected")
             raise _Refused("resume token rejected")
-        token, session._prev_token = rotate_tokens(req.token, session._token, session._prev_token)
-        session._token = token
+        held.token, held.prev_token = rotate_tokens(req.token, held.token, held.prev_token)
         # Stop using the old connection before stating what we hold, so nothing more
         # arrives on it between the WELCOME and the new attach.
-        session._detach_now(_Replaced("the session was resumed on a newer connection"))
-        result = hs.accept(req.session_id, token, session._core.received, resumed=True, session_ttl=ttl)
-        return session, result
+        held.carrier.detach(Replaced("the session was resumed on a newer connection"))
+        result = hs.accept(req.session_id, held.token, held.carrier.core.received, resumed=True, session_ttl=ttl)
+        return held, result
 
-    def _adopt(self, session: Session) -> None:
-        self._sessions[session._session_id] = session
-        self._per_client[session.client_id] += 1
+    def _adopt(self, held: _Held) -> None:
+        self._sessions[held.sid] = held
+        self._per_client[held.client_id] += 1
         # Expiry watches every session held, supervised or not (a stored session whose
         # claim failed is held without a handler until a resume succeeds or it expires).
-        session._on_link_state = self._track_link
-        self._track_link(session, session.link_state)
-        if session._store is None:
-            session._supervised = True
-            self._nursery.start_soon(self._supervise, session)
+        held.carrier.on_link_state = functools.partial(self._track_link, held)
+        self._track_link(held, held.carrier.link_state)
+        if held.carrier.durable is None:
+            held.supervised = True
+            self._nursery.start_soon(self._supervise, held)
         # else: the handler starts once the store has recorded the attachment (its writes
         # would be refused before that).
 
-    async def _decide_stored(self, hs: ServerHandshake, req: ResumeRequest) -> tuple[Session, HandshakeResult]:
+    async def _decide_stored(self, hs: ServerHandshake, req: ResumeRequest) -> tuple[_Held, HandshakeResult]:
         """:meth:`_decide` for a server with a store: bring the session in from the store if
         this process does not hold its newest copy, decide, then record the attachment in the
         store (a new session, or a claim that fences off any other holder) before WELCOME."""
@@ -242,37 +286,35 @@ class Server:
         assert store is not None
         if req.session_id:
             await self._load_stored(hs.client_id, req)
-        session, result = self._decide(hs, req)
+        held, result = self._decide(hs, req)
         expires_at = store.clock() + self._lease
         try:
             if not req.session_id:
-                record = SessionRecord(session._store_key, session._session_id, session.client_id, session._token)
+                record = SessionRecord(held.store_key, held.sid, held.client_id, held.token)
                 record.expires_at = expires_at
                 await store.create(record)
                 ok = True
             else:
-                ok = await store.claim(
-                    session._store_key, session._epoch, session._token, session._prev_token, expires_at
-                )
+                ok = await store.claim(held.store_key, held.epoch, held.token, held.prev_token, expires_at)
         except StoreError as exc:
             log.error("session store failed: %s", exc)
             hs.data_to_send()  # the WELCOME must not go out
             hs.reject(ErrorCode.SERVER_BUSY, "session store unavailable")
             if not req.session_id:
-                session._finish(exc)
-                self._forget(session)
+                held.carrier.finish(exc)
+                self._forget(held)
             raise _Refused("session store failed", busy=True) from exc
         if not ok:
             # Another node attached it since we loaded it: the client will retry.
             hs.data_to_send()
             hs.reject(ErrorCode.SERVER_BUSY, "the session is being resumed elsewhere; retry")
-            session._finish(StoreFenced("the session was resumed on another server node"))
-            self._forget(session)
+            held.carrier.finish(StoreFenced("the session was resumed on another server node"))
+            self._forget(held)
             raise _Refused("lost the race to claim a stored session", busy=True)
-        if not session._supervised:
-            session._supervised = True
-            self._nursery.start_soon(self._supervise, session)
-        return session, result
+        if not held.supervised:
+            held.supervised = True
+            self._nursery.start_soon(self._supervise, held)
+        return held, result
 
     async def _load_stored(self, client_id: str, req: ResumeRequest) -> None:
         """Make sure the in-memory copy of ``req``'s session is the store's newest one."""
@@ -286,11 +328,11 @@ class Server:
             return
         held = self._sessions.get(sid)
         if record is None:
-            if held is not None and store.shared and not held._finished:
+            if held is not None and store.shared and not held.carrier.ended:
                 # Ended or expired elsewhere while this node still had a copy.
-                held._finish(SessionExpired("the session is no longer in the shared store"), Transition.EXPIRE)
+                held.carrier.finish(SessionExpired("the session is no longer in the shared store"), Transition.EXPIRE)
             return
-        if held is not None and not held._finished and held._epoch == record.epoch:
+        if held is not None and not held.carrier.ended and held.epoch == record.epoch:
             return
         # Checked before anything is loaded, so a wrong token cannot make us start a handler.
         if not resume_allowed(
@@ -312,20 +354,20 @@ class Server:
             return  # another node took it just now; this attempt fails and the client retries
         held = self._sessions.get(sid)
         if held is not None:
-            held._finish(StoreFenced("the session was resumed on another server node"))
+            held.carrier.finish(StoreFenced("the session was resumed on another server node"))
             self._forget(held)
         core = SessionCore(self._opts.params, ack_delay=self._opts.ack_delay)
-        session = Session._from_record(record, core, self._opts.close_timeout)
-        session._use_store(store, record.key, record.epoch)
+        session, carrier = load_session(record, core, self._opts.close_timeout)
+        carrier.use_store(store, record.key, record.epoch)
         log.info("session %s (client %r) loaded from the store", session.session_id, session.client_id)
-        self._adopt(session)
+        self._adopt(_Held(session, carrier, sid, record.token, record.prev_token))
 
     async def _renew_leases(self) -> None:
         """Keep stored sessions this process holds from expiring in the store."""
         store = self._store
         assert store is not None
         while True:
-            leases = [(s._store_key, s._epoch) for s in self._sessions.values() if not s._finished]
+            leases = [(h.store_key, h.epoch) for h in self._sessions.values() if not h.carrier.ended]
             try:
                 await store.renew(leases, store.clock() + self._lease)
             except StoreError as exc:
@@ -334,9 +376,10 @@ class Server:
 
     # -- sessions ----------------------------------------------------------------------
 
-    async def _supervise(self, session: Session) -> None:
+    async def _supervise(self, held: _Held) -> None:
         """Run the handler once for the session, then close it (expiry: :meth:`_expire_detached`)."""
-        heard = session._heard
+        session, carrier = held.session, held.carrier
+        heard = carrier.heard
         if heard is not None:
             # A new session: run the handler once the client shows it holds the session
             # (its first bytes after the WELCOME). If the WELCOME was lost, the client starts
@@ -345,7 +388,7 @@ class Server:
             await heard.wait()
         try:
             try:
-                if not session._finished:
+                if not carrier.ended:
                     await self._handler(session)
             except ReliableLinkError as exc:
                 log.debug("handler of session %s ended: %r", session.session_id, exc)
@@ -356,13 +399,13 @@ class Server:
             # Shut down (serve() cancelled) with the session still open: it stays in the
             # store for a restart, so store how far the handler got, or what it had handled
             # would be delivered again.
-            await session._save_abandoned()
-        self._forget(session)
+            await carrier.save_abandoned()
+        self._forget(held)
 
-    def _track_link(self, session: Session, state: LinkState) -> None:
-        self._detached.pop(session, None)
-        if state is LinkState.RECONNECTING and self._sessions.get(session._session_id) is session:
-            self._detached[session] = trio.current_time() + self._opts.session_ttl
+    def _track_link(self, held: _Held, state: LinkState) -> None:
+        self._detached.pop(held, None)
+        if state is LinkState.RECONNECTING and self._sessions.get(held.sid) is held:
+            self._detached[held] = trio.current_time() + self._opts.session_ttl
             if len(self._detached) == 1:  # later entries never expire before the first
                 self._detached_lot.unpark_all()
 
@@ -374,35 +417,37 @@ class Server:
             if not detached:
                 await self._detached_lot.park()
                 continue
-            session, due = next(iter(detached.items()))
+            held, due = next(iter(detached.items()))
             if trio.current_time() < due:
                 with trio.move_on_at(due):
                     await self._detached_lot.park()
                 continue
             detached.popitem(last=False)
-            if session._finished or session.link_state is not LinkState.RECONNECTING:
+            carrier = held.carrier
+            if carrier.ended or carrier.link_state is not LinkState.RECONNECTING:
                 continue
-            log.info("session %s (client %r) expired after %.1f s detached", session.session_id, session.client_id, ttl)
-            session._finish(
+            log.info("session %s (client %r) expired after %.1f s detached", held.sid.hex(), held.client_id, ttl)
+            carrier.finish(
                 SessionExpired(f"the session was detached for longer than session_ttl ({ttl} s)"), Transition.EXPIRE
             )
-            if not session._supervised:
-                self._forget(session)  # no handler will: its claim in the store failed
+            if not held.supervised:
+                self._forget(held)  # no handler will: its claim in the store failed
 
-    def _forget(self, session: Session) -> None:
-        self._detached.pop(session, None)
-        session._on_link_state = None
-        if self._sessions.get(session._session_id) is not session:
+    def _forget(self, held: _Held) -> None:
+        self._detached.pop(held, None)
+        carrier = held.carrier
+        carrier.on_link_state = None
+        if self._sessions.get(held.sid) is not held:
             return
-        del self._sessions[session._session_id]
-        if session._store is not None:
-            self._nursery.start_soon(session._forget_store)
-        self._per_client[session.client_id] -= 1
-        if self._per_client[session.client_id] <= 0:
-            del self._per_client[session.client_id]
-        if session._state is SessionState.CLOSED:
+        del self._sessions[held.sid]
+        if carrier.durable is not None:
+            self._nursery.start_soon(carrier.forget_store)
+        self._per_client[held.client_id] -= 1
+        if self._per_client[held.client_id] <= 0:
+            del self._per_client[held.client_id]
+        if carrier.state is SessionState.CLOSED:
             # Remembered so that a late resume hears "closed", not "expired".
-            self._closed[session._session_id] = None
+            self._closed[held.sid] = None
             while len(self._closed) > _CLOSED_REMEMBERED:
                 self._closed.popitem(last=False)
 

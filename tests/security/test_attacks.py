@@ -278,5 +278,7 @@ async def test_session_flood_by_one_client_is_capped() -> None:
             await stream.aclose()
         for session in list(server.sessions.values()):
             if session.client_id == "agent-1":
-                session._finish(reliablelink.SessionClosed("test"))
+                with trio.CancelScope() as cancelled:
+                    cancelled.cancel()
+                    await session.aclose()  # cancelled: closed at once, without waiting
         await legitimate_exchange(server.url, connect_timeout=5)

@@ -1,17 +1,25 @@
-"""The :class:`Carrier`: carries one session over one connection at a time.
+"""The :class:`Carrier`: the part of a session that deals with its connections.
 
-A session outlives its connections; the carrier is the part of it that deals with them. It
-attaches a connection (:meth:`Carrier.run_link`) and runs three tasks for it in a nursery
-owned by whoever attached it (the client's reconnect loop or the server's connection
-handler): a reader that feeds what it reads to the core, the writer that puts on the wire
-whatever the core queued, and a timer for heartbeats, delayed ACKs, dead-link detection and
-batched store commits. It also holds what the public :class:`~reliablelink.Session` waits
-on (the window, the inbox, the link state), how the session ended, and the session's store.
+A session outlives its connections. The application sees it as a
+:class:`~reliablelink.Session`; the client's reconnect loop and the server's connection
+handler see it as a :class:`Carrier`, and talk to it only through the carrier's public
+methods (``run_link``, ``finish``, ``persist``, ...). Both views share one
+:class:`~reliablelink._core.SessionCore`.
 
-The client and the server talk to a session only through this class's public methods and
-attributes; :class:`~reliablelink.Session` is the application's view of the same session.
-Bytes reach the connection only through :class:`~reliablelink._link.Link`, see
-:meth:`Carrier.flush` for the one decision between writing now and waking the writer.
+Each attached connection runs three tasks in a nursery owned by whoever attached it
+(:meth:`Carrier.run_link`): a reader that feeds what it reads to the core (many frames per
+read), the writer that puts on the wire whatever the core queued (many frames per write),
+and a timer for heartbeats, delayed ACKs, dead-link detection and batched store commits. The
+carrier itself owns no task.
+
+Bytes go in and out of a connection only through :mod:`reliablelink._link`.
+:meth:`Carrier.flush` is the one decision between writing from the calling task now and
+waking the writer, and ``_link``'s module docstring gives the safety argument.
+
+"Closed" has one source of truth per question: :attr:`Carrier.error` says whether (and why)
+the session ended, :attr:`Carrier.closing` whether this side began closing it, and the
+core's per-direction states (``our_state``/``their_state``) what the close handshake has
+done.
 """
 
 from __future__ import annotations
@@ -20,15 +28,19 @@ import contextlib
 import enum
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 
-from ._core import LinkDead, LinkParams, PeerClosed, PeerError, SessionCore, Transition
+from ._core import LinkDead, LinkParams, PeerClosed, PeerError, SessionCore, SessionState, Transition
 from ._core._frames import ErrorCode, encode_error
 from ._durable import Durability
 from ._errors import ProtocolError, ReliableLinkError, SessionClosed, SessionMoved
 from ._link import LINK_ERRORS, Link, LinkLost, Replaced, open_link
 from .stores._base import StoreError, StoreFenced
+
+if TYPE_CHECKING:
+    from .stores import SessionStore
 
 __all__ = ["Carrier", "ClosedByPeer", "ClosedLocally", "LinkState"]
 
@@ -37,14 +49,15 @@ class ClosedByPeer(SessionClosed, trio.EndOfChannel):
     """The peer closed the session cleanly, and every message it sent has been received.
 
     Also a :class:`trio.EndOfChannel`, so ``async for`` over a session ends quietly, as it
-    does over any Trio channel.
+    does over any Trio channel. Every other way a session ends (moved, fenced, expired)
+    ends ``async for`` with its error.
     """
 
 
 class ClosedLocally(SessionClosed, trio.ClosedResourceError):
     """This side closed the session (``aclose()``, or leaving ``async with``) and then used it.
 
-    Also a :class:`trio.ClosedResourceError`, as for any closed Trio channel.
+    Also a :class:`trio.ClosedResourceError`, as for any Trio channel closed by its owner.
     """
 
 
@@ -61,17 +74,20 @@ class Carrier:
 
     Args:
         core: the session's sans-I/O state.
-        close_timeout: how long ``close()`` may drain and wait for the peer's CLOSE.
+        close_timeout: how long :meth:`close` may drain and wait for the peer's CLOSE.
 
     Attributes:
         core: the session's sans-I/O state.
         link: the connection carrying the session now, if any.
         error: how the session ended (``None`` while it is open).
+        closing: this side began closing the session (``aclose()``).
         link_state: connected, reconnecting or closed.
-        durability: where the session is stored, if a store is used.
+        durable: where the session is stored, if it is (see :meth:`use_store`).
         on_link_state: called on every link state change (the server's expiry bookkeeping).
-        heard: a new server session's "the client holds it" event: set once the client's
-            first bytes after the WELCOME arrive (or the session ends).
+        heard: a new server session's "the client holds it" event, set once the client's
+            first bytes after the WELCOME arrive or the session ends. The server starts the
+            handler then, so that a session whose WELCOME was lost never accepts messages
+            from the application that no client will resume.
     """
 
     def __init__(self, core: SessionCore, *, close_timeout: float) -> None:
@@ -79,67 +95,74 @@ class Carrier:
         self.close_timeout = close_timeout
         self.link: Link | None = None
         self.error: ReliableLinkError | None = None
+        self.closing = False
         self.link_state = LinkState.RECONNECTING
-        self.durability: Durability | None = None
+        self.durable: Durability | None = None
         self.on_link_state: Callable[[LinkState], None] | None = None
         self.heard: trio.Event | None = None
-        self.closed_here = False
-        self.offline_since: float | None = None
-        self.offline_total = 0.0
+        self._offline_since: float | None = None
+        self._offline_total = 0.0
         self._recv_lot = trio.lowlevel.ParkingLot()
         self._send_lot = trio.lowlevel.ParkingLot()
         self._state_lot = trio.lowlevel.ParkingLot()
 
-    def use_store(self, durability: Durability) -> None:
-        """Keep the session in a store from now on."""
-        self.durability = durability
+    def use_store(self, store: SessionStore, key: str, epoch: int) -> None:
+        """Keep the session in ``store`` from now on, under ``key`` and fencing ``epoch``."""
+        self.durable = Durability(store, key, epoch, self.core)
 
     @property
     def ended(self) -> bool:
         """Whether the session has ended (closed, expired, moved or failed)."""
         return self.error is not None
 
+    @property
+    def state(self) -> SessionState:
+        """The core's session state."""
+        return self.core.state
+
+    def offline_seconds(self) -> float:
+        """Total time spent without a connection after the first one."""
+        offline = self._offline_total
+        if self._offline_since is not None:
+            offline += trio.current_time() - self._offline_since
+        return offline
+
     # -- the one write decision --------------------------------------------------------
 
     def flush(self, eager: bool) -> None:
         """Put what the core queued on the wire: from this task at once if ``eager`` and the
-        link can write without waiting, else by waking the writer.
+        link can write without waiting, else by waking the writer, which batches.
 
-        Call only when the core has something queued. Nothing happens while the writer is
-        busy (it takes everything queued before it parks again) or while detached (the next
-        attach sends it). ``eager`` is for lone messages (a reply, a control frame), whose
-        wake-up of the writer would cost more than the write; a stream of messages goes
-        through the writer, which batches them. See :mod:`reliablelink._link` for why a
-        write from this task is safe.
+        The one decision between writing now and letting the writer batch. Nothing happens
+        while the writer is busy (it takes everything queued before it parks again) or
+        while detached (the next attach sends it). ``eager`` is for lone messages (a
+        reply, a control frame), for which waking the writer costs more than the write; a
+        stream of messages goes through the writer. Why a write from this task is safe:
+        see :mod:`reliablelink._link`.
         """
         link = self.link
         if link is None or not link.writer_idle:
             return
         if eager and link.writes_directly:
-            rest = link.try_write(self.core.buffers_to_send(trio.current_time()))
+            core = self.core
+            rest = link.try_write(core.buffers_to_send(trio.current_time()))
             if not rest:
                 return
-            self.core.unsend(rest)
+            core.unsend(rest)
         link.wake_writer()
-
-    def kick_writer(self) -> None:
-        """Wake the writer if it is idle (the core queued what a batch or a store released)."""
-        link = self.link
-        if link is not None and link.writer_idle:
-            link.wake_writer()
 
     # -- waiting (for the public Session) ----------------------------------------------
 
     def raise_if_ended(self) -> None:
         """Raise why the session can no longer send, if it cannot."""
-        if self.closed_here:
-            raise ClosedLocally("this side closed the session")
+        if self.closing:
+            if self.error is not None:
+                raise ClosedLocally("this side closed the session")
+            raise ClosedLocally("this side closed the session (aclose); no more messages can be sent")
         if self.error is not None:
             raise _fresh(self.error)
         if self.core.peer_closed:
             raise ClosedByPeer("the peer closed the session")
-        if self.core.send_closed:
-            raise ClosedLocally("the session is closing on this side; no more messages can be sent")
 
     async def wait_window(self, size: int) -> None:
         """Wait until a message of ``size`` bytes fits in the window."""
@@ -150,16 +173,18 @@ class Carrier:
                 return
             await self._send_lot.park()
 
-    async def wait_inbox(self) -> None:
-        """Wait until a message is ready to be received.
+    async def wait_acked(self) -> None:
+        """Wait until the peer acknowledged every message sent so far."""
+        core = self.core
+        while core.unacked:
+            self.raise_if_ended()
+            await self._send_lot.park()
 
-        On a plain socket this call reads the socket itself rather than wait for the reader
-        task to read and wake it (a pass of the scheduler per message of a request/response
-        exchange): the reader task lends it its turn (see :mod:`reliablelink._link`).
-        """
+    async def wait_inbox(self) -> None:
+        """Wait until a message is ready for ``receive()``; raise if none ever will be."""
         core = self.core
         while not core.inbox:
-            if self.closed_here:
+            if self.closing and self.error is not None:
                 raise ClosedLocally("this side closed the session")
             if self.error is not None:
                 raise _fresh(self.error)
@@ -169,25 +194,21 @@ class Carrier:
             if link is None or not link.lends_reads:
                 await self._recv_lot.park()
                 continue
+            # Read the socket from this call rather than wait for the reader task to read
+            # and wake us (a pass of the scheduler per message of a request/response
+            # exchange): the reader task lends its turn (see reliablelink._link).
             try:
                 data = await link.read_lent()
             except LINK_ERRORS as exc:
                 link.fail(exc)
                 continue
             if data:
-                self.feed(link, data)
+                self._feed(link, data)
             else:
                 link.fail(LinkLost("peer closed the connection"))
 
-    async def wait_acked(self) -> None:
-        """Wait until the peer has acknowledged every message sent so far."""
-        core = self.core
-        while core.unacked:
-            self.raise_if_ended()
-            await self._send_lot.park()
-
     async def wait_link_change(self, before: LinkState) -> None:
-        """Wait until :attr:`link_state` is no longer ``before``."""
+        """Wait until :attr:`link_state` is no longer ``before`` (at once if it is not)."""
         while self.link_state is before:
             await self._state_lot.park()
 
@@ -196,32 +217,37 @@ class Carrier:
         self._send_lot.unpark_all()
         self._state_lot.unpark_all()
 
-    # -- the session's life ------------------------------------------------------------
-
     def _set_link_state(self, state: LinkState) -> None:
         if state is self.link_state:
             return
         now = trio.current_time()
-        if self.offline_since is not None and state is not LinkState.RECONNECTING:
-            self.offline_total += now - self.offline_since
-            self.offline_since = None
+        if state is LinkState.CONNECTED and self._offline_since is not None:
+            self._offline_total += now - self._offline_since
+            self._offline_since = None
         elif state is LinkState.RECONNECTING and self.core.stats.attaches > 0:
-            self.offline_since = now
+            self._offline_since = now
+        elif state is LinkState.CLOSED and self._offline_since is not None:
+            self._offline_total += now - self._offline_since
+            self._offline_since = None
         self.link_state = state
         self._state_lot.unpark_all()
         if self.on_link_state is not None:
             self.on_link_state(state)
 
     def _peer_heard(self) -> None:
+        """The peer's first bytes arrived (or the session ended): let the handler start."""
         assert self.heard is not None
         self.heard.set()
         self.heard = None
+
+    # -- ending and closing ------------------------------------------------------------
 
     def finish(self, error: ReliableLinkError, transition: Transition = Transition.FAIL) -> None:
         """End the session for good: every waiter raises ``error`` (a copy of it).
 
         A clean close leaves the connection to the writer, which ends it once the last
         frames (our CLOSE or CLOSE reply) are flushed; anything else drops it at once.
+        Idempotent: the first reason stays.
         """
         if self.error is not None:
             return
@@ -230,7 +256,7 @@ class Carrier:
             self._peer_heard()
         self.core.finish(transition)
         if transition is Transition.CLOSE_DONE:
-            self.kick_writer()
+            self.flush(eager=False)
         else:
             self.detach(LinkLost(f"session ended: {error}"))
         self._set_link_state(LinkState.CLOSED)
@@ -249,27 +275,26 @@ class Carrier:
         self._wake_all()
 
     async def close(self) -> None:
-        """Close the session: drain, send CLOSE, wait for the peer's CLOSE, all bounded by
-        ``close_timeout``. Safe to call more than once and under cancellation: if cancelled,
-        the session is closed at once without waiting."""
-        if self.closed_here or self.error is not None:
-            self.closed_here = True
+        """Close the session: drain, send CLOSE, wait for the peer's CLOSE (all bounded by
+        ``close_timeout``). Idempotent; if cancelled, the session is closed at once."""
+        if self.closing or self.error is not None:
+            self.closing = True
             await trio.lowlevel.checkpoint()
             return
-        self.closed_here = True
+        self.closing = True
         core = self.core
         core.stop_sending()
         try:
             with trio.move_on_after(self.close_timeout):
-                if self.durability is not None:
+                if self.durable is not None:
                     # The application is done with everything it received.
-                    self.durability.cursor.handle_all()
+                    self.durable.cursor.handle_all()
                     with contextlib.suppress(ReliableLinkError):
                         await self.persist()
                 while core.unacked and self.error is None and not core.peer_closed:
                     await self._send_lot.park()
                 core.close()
-                self.kick_writer()
+                self.flush(eager=False)
                 while not core.finished and self.error is None:
                     await self._send_lot.park()
         finally:
@@ -278,62 +303,69 @@ class Carrier:
     # -- the store ---------------------------------------------------------------------
 
     def mark_handled(self) -> None:
-        """``receive()`` was called again: what it returned before is handled; store that soon
-        (batched like a delayed ACK), and acknowledge it once stored."""
-        assert self.durability is not None
-        due = self.durability.cursor.mark_handled(trio.current_time())
-        if due is not None and self.link is not None:
-            self.link.wake_timer_by(due)
+        """``receive()`` was called again: what it returned before is handled; store that
+        soon (batched like a delayed ACK), and acknowledge it once stored."""
+        assert self.durable is not None
+        due = self.durable.cursor.mark_handled(trio.current_time())
+        link = self.link
+        if due is not None and link is not None:
+            link.wake_timer_by(due)
 
     async def persist(self, token: bytes | None = None) -> None:
         """Write to the store what it lacks; then let those messages go on the wire and
         acknowledge what is stored as delivered.
 
-        Raises the session's error if the store refused or failed (the session ends:
-        :class:`~reliablelink.stores.StoreFenced` when another attachment owns it,
-        :class:`~reliablelink.stores.StoreError`).
+        Shielded from cancellation: a message is either accepted (stored) or not, never
+        half-way. Raises the session's error if the store refused or failed (the session
+        ends: :class:`StoreFenced` when another attachment owns it, :class:`StoreError`).
         """
-        durability = self.durability
-        if durability is None:
+        durable = self.durable
+        if durable is None:
             return
+        pending = None
         try:
-            written = await durability.write(token)
+            pending = await durable.write(token)
         except StoreError as exc:  # StoreFenced included
             self.finish(exc)
-        else:
-            if written is None:
-                return
         if self.error is not None:
             raise _fresh(self.error)
-        durability.cursor.committed(written)
-        self.kick_writer()
+        if pending is not None:
+            durable.cursor.committed(pending)
+            self.flush(eager=False)
 
     async def save_abandoned(self) -> None:
-        """Store everything the store lacks of a session left open at shutdown, so that a
-        restart resumes exactly where it stopped (a store failure is not raised here)."""
-        if self.durability is None or self.error is not None:
+        """Store everything the store lacks (the delivery position above all) of a session
+        left open at shutdown, so that a restart resumes exactly where it stopped. Shielded;
+        a store failure is not raised here (the session is being abandoned anyway)."""
+        if self.durable is None or self.error is not None:
             return
         with trio.CancelScope(shield=True), contextlib.suppress(ReliableLinkError):
             await self.persist()
 
-    def keep_stored(self) -> bool:
+    def _keep_stored(self) -> bool:
         """Whether the stored copy must outlive this process's copy: another attachment owns
         it, or it was only abandoned here (cancelled or timed-out close, shutdown) and may be
         resumed by a restart."""
         error = self.error
         if error is None or isinstance(error, StoreFenced):
             return True
-        return isinstance(error, ClosedLocally) and not self.core.peer_closed
+        return type(error) in (SessionClosed, ClosedLocally) and not self.core.peer_closed
 
     async def forget_store(self) -> None:
         """Drop the stored copy of a session that ended for good (idempotent)."""
-        if self.durability is not None and not self.keep_stored():
-            await self.durability.delete()
+        if self.durable is not None and not self._keep_stored():
+            await self.durable.delete()
 
     # -- carrying the session over one connection --------------------------------------
 
     async def run_link(self, stream: trio.abc.Stream, params: LinkParams, peer_last_received: int, rest: bytes) -> None:
         """Attach ``stream`` and carry the session over it until it fails.
+
+        Args:
+            stream: the connection, handshake done.
+            params: the link parameters the handshake agreed.
+            peer_last_received: the last message the peer holds (it resends from there).
+            rest: bytes that arrived after the handshake, to be fed first.
 
         Never raises for a connection problem (the caller reconnects or waits); a problem
         that ends the session is recorded with :meth:`finish`.
@@ -361,7 +393,7 @@ class Carrier:
                     nursery.start_soon(self._writer, link)
                     nursery.start_soon(self._timer, link)
                     if rest:
-                        self.feed(link, rest)
+                        self._feed(link, rest)
                     await self._reader(link)
         finally:
             last_words: bytes | bytearray = b""
@@ -375,12 +407,12 @@ class Carrier:
             link.done.set()
             with trio.CancelScope(shield=True):
                 if last_words:
-                    with trio.move_on_after(1), contextlib.suppress(*LINK_ERRORS):
-                        await link.write([last_words])
+                    with trio.move_on_after(1):
+                        with contextlib.suppress(*LINK_ERRORS):
+                            await link.write([last_words])
                 await trio.aclose_forcefully(stream)
 
-    def feed(self, link: Link, data: bytes) -> None:
-        """Hand bytes read from ``link`` to the core and act on what they changed."""
+    def _feed(self, link: Link, data: bytes) -> None:
         if self.link is not link:
             # Detached (replaced, or the session ended) while this read was returning.
             return
@@ -398,8 +430,8 @@ class Carrier:
         if core.acked != acked and self._send_lot:
             self._send_lot.unpark_all()
         if core.has_data_to_send():
-            # Control frames (PONG, ACK, a CLOSE reply): waking the writer for a 9-byte frame
-            # costs more than the write, and idle sessions do this all day.
+            # Control frames (PONG, ACK, a CLOSE reply): waking the writer for a 9-byte
+            # frame costs more than the write, and idle sessions do this all day.
             self.flush(eager=True)
         # Received bytes move deadlines later (dead-link check; the heartbeat, after a PONG
         # was sent) as well as earlier (an ACK became due): an idle server's timer would
@@ -426,7 +458,7 @@ class Carrier:
                 if not data:
                     link.fail(LinkLost("peer closed the connection"))
                     return
-                self.feed(link, data)
+                self._feed(link, data)
         except LINK_ERRORS as exc:
             link.fail(exc)
 
@@ -449,8 +481,8 @@ class Carrier:
     def _timer_deadline(self) -> float:
         """When the timer task must next run: the core's next deadline or a store commit."""
         deadline = self.core.next_deadline()
-        if self.durability is not None:
-            return min(deadline, self.durability.cursor.commit_at)
+        if self.durable is not None:
+            return min(deadline, self.durable.cursor.commit_at)
         return deadline
 
     async def _timer(self, link: Link) -> None:
@@ -468,9 +500,7 @@ class Carrier:
             link.timer_scope = None
             link.timer_at = math.inf
             now = trio.current_time()
-            durability = self.durability
-            if durability is not None and now >= durability.cursor.commit_at:
-                durability.cursor.commit_at = math.inf
+            if self.durable is not None and now >= self.durable.cursor.commit_at:
                 try:
                     await self.persist()
                 except ReliableLinkError:

@@ -1,8 +1,7 @@
-"""A session kept in a store: where it is stored, under which epoch, and the one write to it.
+"""Where a durable session is stored, and the one write that keeps the store current.
 
-What the store lacks is worked out by the sans-I/O :class:`~reliablelink._core.StoreCursor`;
-this module only performs the write, shielded from cancellation, and deletes the stored
-copy once the session has ended for good.
+The bookkeeping (what the store holds, what it lacks, when a batched delivery commit is due)
+is the core's sans-I/O :class:`~reliablelink._core.StoreCursor`; this module adds the I/O.
 """
 
 from __future__ import annotations
@@ -22,7 +21,13 @@ __all__ = ["Durability"]
 
 
 class Durability:
-    """Where one session is stored and how far the store has it.
+    """Where one session is stored, under which epoch, and how far the store has it.
+
+    Args:
+        store: the store.
+        key: the session's key in it.
+        epoch: the fencing epoch this process holds the session under.
+        core: the session's core (made durable: nothing goes on the wire before it is stored).
 
     Attributes:
         store: the store.
@@ -31,36 +36,42 @@ class Durability:
         cursor: what the store holds, what it lacks, and when a delivery commit is due.
     """
 
-    __slots__ = ("cursor", "epoch", "forgotten", "key", "store")
+    __slots__ = ("_forgotten", "cursor", "epoch", "key", "store")
 
     def __init__(self, store: SessionStore, key: str, epoch: int, core: SessionCore) -> None:
         self.store = store
         self.key = key
         self.epoch = epoch
         self.cursor = StoreCursor(core)
-        self.forgotten = False
+        self._forgotten = False
 
     async def write(self, token: bytes | None = None) -> PendingCommit | None:
-        """Write what the store lacks (and ``token``, the client's newest resume token).
+        """Write what the store lacks (with ``token``, a new resume token, if given).
 
         Shielded from cancellation: a message is either stored or not, never half-way.
-        Returns what was written (``None``: nothing was missing); the caller hands it to
-        ``cursor.committed()`` unless the session ended meanwhile. Raises
-        :class:`StoreError` or :class:`StoreFenced` if the store failed or another
-        attachment owns the session.
+
+        Returns:
+            What was written, for ``cursor.committed()`` (``None``: the store lacked nothing).
+
+        Raises:
+            StoreFenced: another attachment owns the session now.
+            StoreError: the store failed.
         """
         pending = self.cursor.take_change(token)
         if pending is None:
             return None
-        change = SessionChange(pending.appended, pending.next_seq, pending.acked, pending.delivered, token=pending.token)
+        change = SessionChange(
+            pending.appended, pending.next_seq, pending.acked, pending.delivered, token=pending.token
+        )
         with trio.CancelScope(shield=True):
             await self.store.commit(self.key, self.epoch, change)
         return pending
 
     async def delete(self) -> None:
-        """Drop the stored copy (once; a store failure is ignored: it expires anyway)."""
-        if self.forgotten:
+        """Drop the stored copy, once; shielded, and a store failure is ignored (a stored
+        session the store keeps by mistake expires on its own)."""
+        if self._forgotten:
             return
-        self.forgotten = True
+        self._forgotten = True
         with trio.CancelScope(shield=True), contextlib.suppress(StoreError):
             await self.store.delete(self.key, self.epoch)
