@@ -187,7 +187,7 @@ class SocketLink(Link):
 
     def try_write(self, buffers: Sequence[Buffer]) -> list[Buffer]:
         try:
-            sent = os.writev(self._fd, buffers[:_IOV_MAX]) if len(buffers) > 1 else os.write(self._fd, buffers[0])
+            sent = os.writev(self._fd, buffers[:_IOV_MAX])
         except BlockingIOError:
             return list(buffers)
         except OSError as exc:

@@ -25,11 +25,6 @@ __all__ = ["TLSTransport"]
 
 log = logging.getLogger("reliablelink.transports")
 
-# The longest a server waits for a client to finish its TLS (and WebSocket) handshake before
-# closing the connection. StreamOptions carries no handshake timeout, so this mirrors the
-# default of serve(handshake_timeout=...), which bounds the session handshake that follows.
-HANDSHAKE_TIMEOUT = 10.0
-
 
 def host_port(url: SplitResult, default_port: int | None = None) -> tuple[str, int]:
     """The host and port of ``url``; ``ValueError`` naming the URL when either is missing."""
@@ -89,16 +84,16 @@ async def tls_connect(
 
 
 async def tls_accept(
-    tcp: trio.SocketStream, context: ssl.SSLContext, *, https_compatible: bool, timeout: float = HANDSHAKE_TIMEOUT
+    tcp: trio.SocketStream, context: ssl.SSLContext, *, https_compatible: bool
 ) -> trio.SSLStream[trio.SocketStream] | None:
     """Run the server side of a TLS handshake; ``None`` (and a log line) if it fails.
 
-    The caller closes ``tcp`` when this returns ``None``.
+    The caller bounds it in time (``StreamOptions.handshake_timeout``) and closes ``tcp``
+    when this returns ``None``.
     """
     stream = trio.SSLStream(tcp, context, server_side=True, https_compatible=https_compatible)
     try:
-        with trio.move_on_after(timeout) as scope:
-            await stream.do_handshake()
+        await stream.do_handshake()
     except trio.BrokenResourceError as exc:
         cause = exc.__cause__
         if isinstance(cause, ssl.SSLError):
@@ -106,9 +101,6 @@ async def tls_accept(
             log.info("TLS handshake with %s failed: %s", peer_of(tcp), cause)
         else:
             log.debug("TLS handshake with %s failed: %r", peer_of(tcp), cause or exc)
-        return None
-    if scope.cancelled_caught:
-        log.info("TLS handshake with %s failed: not done within %.1f s", peer_of(tcp), timeout)
         return None
     return stream
 

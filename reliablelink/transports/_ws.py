@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import operator
 from typing import NoReturn, final
 from urllib.parse import SplitResult, urlsplit
@@ -363,7 +362,7 @@ class WebSocketTransport:
                 with trio.move_on_after(options.handshake_timeout) as scope:
                     stream: trio.abc.Stream | None = tcp
                     if context is not None:
-                        stream = await tls_accept(tcp, context, https_compatible=True, timeout=math.inf)
+                        stream = await tls_accept(tcp, context, https_compatible=True)
                     if stream is not None:
                         ws = await _WebSocketStream.accept(stream, path, max_message, peer)
                 if scope.cancelled_caught:
