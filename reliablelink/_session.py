@@ -162,6 +162,10 @@ class Session(trio.abc.Channel[bytes]):
         exactly once unless the session expires or is closed. Use :meth:`drain` to wait
         until the peer has it.
 
+        Checkpoints: a cancellation point on every call (cancelled, it accepts nothing); a
+        schedule point whenever it waits, and otherwise once every 64 calls, so a loop of
+        ``send()`` lets other tasks run without paying a task switch per message.
+
         Raises:
             MessageTooLarge: larger than the agreed ``max_message_size``.
             SessionClosed: the session was closed (by either side).
@@ -240,6 +244,9 @@ class Session(trio.abc.Channel[bytes]):
 
     async def receive(self) -> bytes:
         """Return the next message: in order, exactly once. Waits until one arrives.
+
+        Checkpoints as :meth:`send`: a cancellation point on every call, a schedule point
+        whenever it waits and otherwise once every 64 calls.
 
         Raises:
             SessionClosed: the session was closed (by the peer or by this side) and every
