@@ -22,6 +22,8 @@ not one ``CLOSING`` and a set of flags.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 __all__ = [
     "FINAL_STATES",
@@ -132,16 +134,24 @@ THEIR_TRANSITIONS: dict[tuple[TheirSide, SideEvent], TheirSide] = {
 del Ours, E
 
 
+_S = TypeVar("_S", SessionState, OurSide, TheirSide)
+
+
+def _follow(table: Mapping[tuple[_S, Any], _S], state: _S, event: Transition | SideEvent, machine: str) -> _S:
+    """The state after ``event`` in ``table``; ``RuntimeError`` naming ``machine`` if there is no such edge."""
+    try:
+        return table[(state, event)]
+    except KeyError:
+        raise RuntimeError(f"invalid {machine} transition {event.value!r} in state {state.value!r}") from None
+
+
 def next_state(state: SessionState, transition: Transition) -> SessionState:
     """Return the life-cycle state after ``transition``.
 
     Raises:
         RuntimeError: the table has no such edge.
     """
-    try:
-        return TRANSITIONS[(state, transition)]
-    except KeyError:
-        raise RuntimeError(f"invalid session transition {transition.value!r} in state {state.value!r}") from None
+    return _follow(TRANSITIONS, state, transition, "session")
 
 
 def next_our_side(side: OurSide, event: SideEvent) -> OurSide:
@@ -150,10 +160,7 @@ def next_our_side(side: OurSide, event: SideEvent) -> OurSide:
     Raises:
         RuntimeError: the table has no such edge.
     """
-    try:
-        return OUR_TRANSITIONS[(side, event)]
-    except KeyError:
-        raise RuntimeError(f"invalid transition {event.value!r} of our side in state {side.value!r}") from None
+    return _follow(OUR_TRANSITIONS, side, event, "our-side")
 
 
 def next_their_side(side: TheirSide, event: SideEvent) -> TheirSide:
@@ -163,7 +170,4 @@ def next_their_side(side: TheirSide, event: SideEvent) -> TheirSide:
         RuntimeError: the table has no such edge (a second CLOSE is checked, and refused as a
             protocol error, before it gets here).
     """
-    try:
-        return THEIR_TRANSITIONS[(side, event)]
-    except KeyError:
-        raise RuntimeError(f"invalid transition {event.value!r} of their side in state {side.value!r}") from None
+    return _follow(THEIR_TRANSITIONS, side, event, "their-side")
