@@ -160,7 +160,7 @@ def next_our_side(side: OurSide, event: SideEvent) -> OurSide:
     Raises:
         RuntimeError: the table has no such edge.
     """
-    return _follow(OUR_TRANSITIONS, side, event, "our-side")
+    return _follow(OUR_TRANSITIONS, side, event, "our side")
 
 
 def next_their_side(side: TheirSide, event: SideEvent) -> TheirSide:
@@ -170,4 +170,4 @@ def next_their_side(side: TheirSide, event: SideEvent) -> TheirSide:
         RuntimeError: the table has no such edge (a second CLOSE is checked, and refused as a
             protocol error, before it gets here).
     """
-    return _follow(THEIR_TRANSITIONS, side, event, "their-side")
+    return _follow(THEIR_TRANSITIONS, side, event, "their side")
