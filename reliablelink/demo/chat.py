@@ -270,6 +270,16 @@ def sum_results(results: Iterable[LedgerResult]) -> LedgerResult:
     return LedgerResult(sent, delivered, lost, duplicated, reordered, unexpected)
 
 
+def _tally(sent: Iterable[int], received: Iterable[int]) -> LedgerResult:
+    """The ledger of one direction: these numbers sent, then these received, in order."""
+    ledger = Ledger()
+    for seq in sent:
+        ledger.on_send(seq)
+    for seq in received:
+        ledger.on_receive(seq)
+    return ledger.result()
+
+
 @dataclass(eq=False)
 class _Segment:
     """One conversation on one agent session."""
@@ -380,19 +390,8 @@ class ChatLedger:
         to_agent: list[LedgerResult] = []
         to_visitor: list[LedgerResult] = []
         for conv in self._conversations.values():
-            incoming, outgoing = Ledger(), Ledger()
-            for seq in conv.visitor_sent:
-                incoming.on_send(seq)
-            for seq, segment in conv.arrivals:
-                if segment.counts(seq):
-                    incoming.on_receive(seq)
-            for seq, segment in conv.answers_sent:
-                if segment.counts(seq):
-                    outgoing.on_send(seq)
-            for seq in conv.answers_received:
-                outgoing.on_receive(seq)
-            to_agent.append(incoming.result())
-            to_visitor.append(outgoing.result())
+            to_agent.append(_tally(conv.visitor_sent, [seq for seq, seg in conv.arrivals if seg.counts(seq)]))
+            to_visitor.append(_tally([seq for seq, seg in conv.answers_sent if seg.counts(seq)], conv.answers_received))
         return sum_results(to_agent), sum_results(to_visitor)
 
     def total(self) -> LedgerResult:
@@ -401,35 +400,16 @@ class ChatLedger:
 
     def round_trip(self) -> LedgerResult:
         """Visitor messages against the answers that came back (all the server can see)."""
-        results = []
-        for conv in self._conversations.values():
-            ledger = Ledger()
-            for seq in conv.visitor_sent:
-                ledger.on_send(seq)
-            for seq in conv.answers_received:
-                ledger.on_receive(seq)
-            results.append(ledger.result())
-        return sum_results(results)
+        return sum_results([_tally(conv.visitor_sent, conv.answers_received) for conv in self._conversations.values()])
 
     def by_agent(self) -> list[AgentTally]:
         """Each agent's share, in order of agent id."""
         parts: dict[str, tuple[list[LedgerResult], list[LedgerResult], list[int], list[int]]] = {}
         for segment in self._segments.values():
             to_agent, to_visitor, handed, answered = parts.setdefault(segment.agent, ([], [], [], []))
-            incoming, outgoing = Ledger(), Ledger()
-            for seq in segment.routed:
-                if segment.counts(seq):
-                    incoming.on_send(seq)
-            for seq in segment.received:
-                if segment.counts(seq):
-                    incoming.on_receive(seq)
-            for seq in segment.answers_sent:
-                if segment.counts(seq):
-                    outgoing.on_send(seq)
-            for seq in segment.answers_received:
-                outgoing.on_receive(seq)
-            to_agent.append(incoming.result())
-            to_visitor.append(outgoing.result())
+            counted = segment.counts
+            to_agent.append(_tally(filter(counted, segment.routed), filter(counted, segment.received)))
+            to_visitor.append(_tally(filter(counted, segment.answers_sent), segment.answers_received))
             handed.append(sum(1 for seq in segment.routed if not segment.counts(seq)))
             answered.append(len(set(segment.answers_received)))
         return [
