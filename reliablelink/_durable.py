@@ -36,7 +36,7 @@ class Durability:
         cursor: what the store holds, what it lacks, and when a delivery commit is due.
     """
 
-    __slots__ = ("_forgotten", "cursor", "epoch", "key", "store")
+    __slots__ = ("_forgotten", "_writing", "cursor", "epoch", "key", "store")
 
     def __init__(self, store: SessionStore, key: str, epoch: int, core: SessionCore) -> None:
         self.store = store
@@ -44,11 +44,18 @@ class Durability:
         self.epoch = epoch
         self.cursor = StoreCursor(core)
         self._forgotten = False
+        # One write at a time per session. Without it, a write that finds nothing missing
+        # (another task's write already took its message) would return while that other
+        # write is still under way: send() would report a message accepted that the store
+        # does not hold yet, and a crash at that moment would lose it.
+        self._writing = trio.Lock()
 
     async def write(self, token: bytes | None = None) -> PendingCommit | None:
         """Write what the store lacks (with ``token``, a new resume token, if given).
 
-        Shielded from cancellation: a message is either stored or not, never half-way.
+        Shielded from cancellation: a message is either stored or not, never half-way. It
+        returns only once the store holds everything the cursor had recorded as accepted
+        when it was called, also when another task's write is storing it.
 
         Returns:
             What was written, for ``cursor.committed()`` (``None``: the store lacked nothing).
@@ -57,14 +64,14 @@ class Durability:
             StoreFenced: another attachment owns the session now.
             StoreError: the store failed.
         """
-        pending = self.cursor.take_change(token)
-        if pending is None:
-            return None
-        change = SessionChange(
-            pending.appended, pending.next_seq, pending.acked, pending.delivered, token=pending.token
-        )
         with trio.CancelScope(shield=True):
-            await self.store.commit(self.key, self.epoch, change)
+            async with self._writing:
+                pending = self.cursor.take_change(token)
+                if pending is None:
+                    return None
+                p = pending
+                change = SessionChange(p.appended, p.next_seq, p.acked, p.delivered, token=p.token)
+                await self.store.commit(self.key, self.epoch, change)
         return pending
 
     async def delete(self) -> None:
