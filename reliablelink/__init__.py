@@ -18,6 +18,8 @@ from ._keys import generate_key as generate_key
 from ._keys import load_key_file as load_key_file
 from ._keys import parse_key as parse_key
 from ._options import Backoff as Backoff
+from ._options import ConnectOptions as ConnectOptions
+from ._options import ServeOptions as ServeOptions
 from ._server import Server as Server
 from ._server import serve as serve
 from ._session import ClosedByPeer as ClosedByPeer

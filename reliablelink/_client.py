@@ -7,7 +7,7 @@ import random
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Unpack
 
 import trio
 
@@ -21,7 +21,7 @@ from ._errors import (
     SessionClosed,
     SessionExpired,
 )
-from ._options import ClientOptions
+from ._options import ClientOptions, ConnectOptions
 from ._session import Session, load_session, new_session
 from ._util import collapse_exception_groups, key_bytes
 from .stores import SessionRecord, StoreFenced
@@ -38,7 +38,9 @@ _TRANSIENT = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.
 
 
 @asynccontextmanager
-async def connect(url: str, *, client_id: str, key: bytes | str, **options: Any) -> AsyncIterator[Session]:
+async def connect(
+    url: str, *, client_id: str, key: bytes | str, **options: Unpack[ConnectOptions]
+) -> AsyncIterator[Session]:
     """Open a session to the server at ``url`` and keep it alive until the block ends.
 
     The session reconnects by itself (exponential backoff with full jitter) and resumes
@@ -62,7 +64,8 @@ async def connect(url: str, *, client_id: str, key: bytes | str, **options: Any)
             :class:`~reliablelink.stores.SessionStore`, for example
             ``SQLiteStore("agent.db")``: the session is kept there, so a process killed and
             started again with the same store, url and client id resumes it, and every
-            message ``send()`` had accepted is delivered exactly once).
+            message ``send()`` had accepted is delivered exactly once). Typed as
+            :class:`ConnectOptions`, so type checkers and IDEs know the names and types.
 
     Yields:
         The :class:`Session`.

@@ -1,7 +1,10 @@
 """Options accepted by :func:`reliablelink.connect` and :func:`reliablelink.serve`.
 
 Keyword options are gathered into frozen dataclasses here so that a typo fails at once
-with the list of valid names, instead of being ignored.
+with the list of valid names, instead of being ignored. :class:`ConnectOptions` and
+:class:`ServeOptions` describe the same names and types for type checkers and IDEs
+(``**options: Unpack[ConnectOptions]``); a unit test keeps them equal to what
+``from_kwargs`` accepts.
 """
 
 from __future__ import annotations
@@ -9,14 +12,15 @@ from __future__ import annotations
 import dataclasses
 import random
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from ._core import LinkParams
 from ._guard import GuardLimits
 from .stores import SessionStore
 
-__all__ = ["Backoff", "ClientOptions", "ServerOptions"]
+__all__ = ["Backoff", "ClientOptions", "ConnectOptions", "ServeOptions", "ServerOptions"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,103 @@ class Backoff:
         """Seconds to wait before attempt number ``attempt`` (0 for the first retry)."""
         bound = min(self.maximum, self.initial * self.multiplier ** min(attempt, 64))
         return (rng or random).uniform(0, bound)
+
+
+class ConnectOptions(TypedDict, total=False):
+    """The keyword options of :func:`reliablelink.connect`, for type checkers and IDEs.
+
+    ``connect(url, client_id=..., key=..., **options)`` is typed as
+    ``**options: Unpack[ConnectOptions]``: a misspelt name or a value of the wrong type is a
+    type error. Every key is optional; the defaults and the checks on the values are those
+    of :ref:`the options table <quickstart-options>`. At run time an unknown name still
+    raises ``TypeError``.
+
+    Attributes:
+        heartbeat_interval: send a PING when nothing was sent for this long (3 s).
+        dead_after: declare the link dead when nothing was received for this long, and
+            reconnect (3 heartbeat intervals).
+        max_message_size: largest message payload, bytes (1 MiB).
+        max_inflight: most messages sent and not yet acknowledged (4096).
+        max_inflight_bytes: most payload bytes sent and not yet acknowledged (8 MiB).
+        reconnect_backoff: a :class:`Backoff`, or its arguments as an ``(initial, maximum)``
+            or ``(initial, maximum, multiplier)`` tuple (0.1 s to 5 s, doubling).
+        connect_timeout: the first connection must succeed within it; each later attempt
+            is bounded by it (10 s).
+        close_timeout: bound on closing the session (10 s).
+        ack_delay: longest wait before a standalone ACK (0.02 s).
+        ssl_context: TLS settings for ``tls://`` and ``wss://`` (``None``: the system's CAs).
+        store: where the session is kept, so that a restarted process resumes it (``None``:
+            in memory only).
+    """
+
+    heartbeat_interval: float
+    dead_after: float
+    max_message_size: int
+    max_inflight: int
+    max_inflight_bytes: int
+    reconnect_backoff: Backoff | tuple[float, float] | tuple[float, float, float]
+    connect_timeout: float
+    close_timeout: float
+    ack_delay: float
+    ssl_context: ssl.SSLContext | None
+    store: SessionStore | None
+
+
+class ServeOptions(TypedDict, total=False):
+    """The keyword options of :func:`reliablelink.serve`, for type checkers and IDEs.
+
+    ``serve(handler, url, keys=..., **options)`` is typed as
+    ``**options: Unpack[ServeOptions]``: a misspelt name or a value of the wrong type is a
+    type error. Every key is optional; the defaults and the checks on the values are those
+    of :ref:`the options table <quickstart-options>`. At run time an unknown name still
+    raises ``TypeError``.
+
+    Attributes:
+        heartbeat_interval: cap on the clients' heartbeat interval (3 s).
+        dead_after: cap on the clients' dead-link time (3 heartbeat intervals).
+        max_message_size: cap on the largest message payload, bytes (1 MiB).
+        max_inflight: cap on messages sent and not yet acknowledged (4096).
+        max_inflight_bytes: cap on payload bytes sent and not yet acknowledged (8 MiB).
+        session_ttl: how long a detached session is kept (300 s).
+        handshake_timeout: time a new connection has to complete the handshake (10 s).
+        close_timeout: bound on closing a session (10 s).
+        ack_delay: longest wait before a standalone ACK (0.02 s).
+        ssl_context: TLS settings for ``tls://`` and ``wss://``.
+        store: where sessions live (``None``: in this process only).
+        max_sessions: most sessions held at a time (100,000).
+        max_sessions_per_client: most sessions one client id may hold (64).
+        max_connections_per_address: open connections from one address (64).
+        max_pending_handshakes: connections, from all addresses, not yet authenticated (1024).
+        failures_before_delay: failed handshakes from one address before answers slow
+            down (3).
+        failure_delay: added wait per failure beyond ``failures_before_delay`` (0.5 s).
+        failure_delay_max: longest wait before answering a throttled address (5 s).
+        failures_before_lockout: failed handshakes after which the address is refused (20).
+        lockout: how long a locked-out address is refused (60 s).
+        max_tracked: addresses remembered for these limits (100,000).
+    """
+
+    heartbeat_interval: float
+    dead_after: float
+    max_message_size: int
+    max_inflight: int
+    max_inflight_bytes: int
+    session_ttl: float
+    handshake_timeout: float
+    close_timeout: float
+    ack_delay: float
+    ssl_context: ssl.SSLContext | None
+    store: SessionStore | None
+    max_sessions: int
+    max_sessions_per_client: int
+    max_connections_per_address: int
+    max_pending_handshakes: int
+    failures_before_delay: int
+    failure_delay: float
+    failure_delay_max: float
+    failures_before_lockout: int
+    lockout: float
+    max_tracked: int
 
 
 def _link_params(opts: dict[str, Any]) -> LinkParams:
@@ -83,9 +184,9 @@ class ClientOptions:
     store: SessionStore | None = None
 
     @classmethod
-    def from_kwargs(cls, opts: dict[str, Any]) -> ClientOptions:
+    def from_kwargs(cls, options: Mapping[str, Any]) -> ClientOptions:
         """Build from ``connect(**options)``; ``TypeError`` for an unknown name."""
-        opts = dict(opts)
+        opts = dict(options)
         params = _link_params(opts)
         backoff = opts.pop("reconnect_backoff", None)
         if isinstance(backoff, tuple):
@@ -117,9 +218,9 @@ class ServerOptions:
     limits: GuardLimits = field(default_factory=GuardLimits)
 
     @classmethod
-    def from_kwargs(cls, opts: dict[str, Any]) -> ServerOptions:
+    def from_kwargs(cls, options: Mapping[str, Any]) -> ServerOptions:
         """Build from ``serve(**options)``; ``TypeError`` for an unknown name."""
-        opts = dict(opts)
+        opts = dict(options)
         params = _link_params(opts)
         limit_names = {f.name for f in dataclasses.fields(GuardLimits)}
         limits = GuardLimits(**{n: opts.pop(n) for n in list(opts) if n in limit_names})

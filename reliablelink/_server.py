@@ -8,7 +8,7 @@ import logging
 import os
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, NoReturn, final
+from typing import NoReturn, Unpack, final
 
 import trio
 
@@ -30,7 +30,7 @@ from ._core._handshake import HandshakeResult
 from ._errors import AuthenticationError, ProtocolError, ReliableLinkError, SessionExpired
 from ._guard import AddressGuard
 from ._link import Replaced
-from ._options import ServerOptions
+from ._options import ServeOptions, ServerOptions
 from ._session import Session, load_session, new_session
 from ._util import KeyLookup, collapse_exception_groups, key_lookup
 from .stores import SessionRecord, StoreError, StoreFenced
@@ -476,7 +476,7 @@ async def serve(
     *,
     keys: Mapping[str, bytes | str] | KeyLookup | str | os.PathLike[str],
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
-    **options: Any,
+    **options: Unpack[ServeOptions],
 ) -> NoReturn:
     """Serve sessions on ``url`` until cancelled; call ``handler(session)`` once per session.
 
@@ -504,7 +504,8 @@ async def serve(
             process only). With ``SQLiteStore`` sessions survive a restart of the server;
             with ``RedisStore`` several server processes share them and a client may resume
             on any of them. A session loaded from the store gets its handler started again
-            (:attr:`Session.restored` is true).
+            (:attr:`Session.restored` is true). Typed as :class:`ServeOptions`, so type
+            checkers and IDEs know the names and types.
     """
     opts = ServerOptions.from_kwargs(options)
     transport, parts = get_transport(url)

@@ -18,8 +18,8 @@ from reliablelink.transports import StreamOptions, TCPTransport
 from tests.conftest import KEY, start_server
 from tests.security.raw import read_until_closed
 
-FAST = {"heartbeat_interval": 0.2, "dead_after": 0.6, "reconnect_backoff": (0.005, 0.1)}
-SERVER_FAST = {"heartbeat_interval": 0.2, "dead_after": 0.6}
+FAST: reliablelink.ConnectOptions = {"heartbeat_interval": 0.2, "dead_after": 0.6, "reconnect_backoff": (0.005, 0.1)}
+SERVER_FAST: reliablelink.ServeOptions = {"heartbeat_interval": 0.2, "dead_after": 0.6}
 
 
 async def echo(session: reliablelink.Session) -> None:
@@ -111,7 +111,9 @@ async def test_independent_streams_both_ways_with_random_kills(seed: int) -> Non
             server = await start_server(nursery, handler, "tcp://127.0.0.1:0", **SERVER_FAST)
             proxy = ChaosProxy(server.url)
             url = await nursery.start(proxy.run)
-            async with reliablelink.connect(url, client_id="agent-1", key=KEY, max_inflight=256, **FAST) as session:
+            async with reliablelink.connect(
+                url, client_id="agent-1", key=KEY, **(FAST | {"max_inflight": 256})
+            ) as session:
 
                 async def chaos() -> None:
                     while True:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from typing import Any
 
 import trio
 import trio.testing
@@ -26,7 +27,12 @@ from reliablelink.testing.strategies import Fault, fault_schedules, run_schedule
 from tests.helpers import KEY, KEYS, memory
 
 WINDOW = 32
-OPTIONS = {"heartbeat_interval": 1.0, "dead_after": 3.0, "max_inflight": WINDOW, "max_inflight_bytes": 32 * 1024}
+OPTIONS: dict[str, Any] = {
+    "heartbeat_interval": 1.0,
+    "dead_after": 3.0,
+    "max_inflight": WINDOW,
+    "max_inflight_bytes": 32 * 1024,
+}
 TOTAL = 150
 TTL = 600
 _names = itertools.count()

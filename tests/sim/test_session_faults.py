@@ -232,7 +232,7 @@ async def test_message_too_large_and_bad_options(autojump_clock: trio.testing.Mo
             await session.send(b"x" * 4096)
             assert len(await session.receive()) == 4096
         with pytest.raises(TypeError, match="heartbeat_intervall"):
-            async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, heartbeat_intervall=1):
+            async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, heartbeat_intervall=1):  # type: ignore[call-arg]
                 pass
         with pytest.raises(ValueError, match="no transport"):
             async with reliablelink.connect("carrier-pigeon://x", client_id="agent-1", key=KEY):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+from typing import Any
 
 import trio
 
@@ -29,7 +30,13 @@ import reliablelink
 from reliablelink.stores import RedisStore, SessionStore, SQLiteStore
 
 KEY = b"store-crash-test-key-0123456789!"
-OPTIONS = {"heartbeat_interval": 0.2, "dead_after": 0.6, "reconnect_backoff": (0.02, 0.2), "connect_timeout": 30}
+# Shared by serve() and connect(): the client-only options are removed for serve().
+OPTIONS: dict[str, Any] = {
+    "heartbeat_interval": 0.2,
+    "dead_after": 0.6,
+    "reconnect_backoff": (0.02, 0.2),
+    "connect_timeout": 30,
+}
 PACE = 0.001
 
 

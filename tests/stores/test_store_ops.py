@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -123,7 +124,7 @@ async def test_a_stale_node_is_fenced_and_the_new_node_delivers(
     sessions: dict[str, reliablelink.Session] = {}
     resumed_on_b = trio.Event()
     on_a = trio.Event()
-    options = {"heartbeat_interval": 0.1, "dead_after": 0.3}
+    options: dict[str, Any] = {"heartbeat_interval": 0.1, "dead_after": 0.3}
 
     def handler_for(node: str) -> Handler:
         async def handler(session: reliablelink.Session) -> None:
