@@ -91,11 +91,11 @@ class Session(trio.abc.Channel[bytes]):
         self.client_id = client_id
         """The authenticated client id."""
         self._restored = restored
-        # Calls left before send()/receive() must yield to the scheduler.
+        # Calls left before send()/receive() must yield to the scheduler; reset to
+        # _YIELD_EVERY whenever they wait or yield. A send() that finds it full is the first
+        # since then: likely a lone message (a reply), worth writing at once (see
+        # Carrier.flush); a stream of messages goes to the writer, in batches.
         self._budget = _YIELD_EVERY
-        # Whether send()/receive() waited or yielded since the last call: the next message
-        # sent is then likely a lone one (a reply), worth writing at once (see Carrier.flush).
-        self._fresh = True
 
     # -- public surface ----------------------------------------------------------------
 
@@ -178,18 +178,16 @@ class Session(trio.abc.Channel[bytes]):
         except SessionClosed:
             self._carrier.raise_if_ended()  # the precise reason: closed here, by the peer, expired...
             raise
+        budget = self._budget
+        eager = budget == _YIELD_EVERY
         if not accepted:
             await self._send_when_open(payload)
-            eager = self._fresh = True
+            eager = True
+        elif budget:
+            self._budget = budget - 1
         else:
-            eager = self._fresh
-            self._fresh = False
-            if self._budget:
-                self._budget -= 1
-            else:
-                self._budget = _YIELD_EVERY
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                self._fresh = True
+            self._budget = _YIELD_EVERY
+            await trio.lowlevel.cancel_shielded_checkpoint()
         if self._carrier.durable is not None:
             await self._carrier.persist()
         else:
@@ -262,14 +260,11 @@ class Session(trio.abc.Channel[bytes]):
         if not core.inbox:
             await self._carrier.wait_inbox()
             self._budget = _YIELD_EVERY
-            self._fresh = True
         elif self._budget:
             self._budget -= 1
-            self._fresh = False
         else:
             self._budget = _YIELD_EVERY
             await trio.lowlevel.cancel_shielded_checkpoint()
-            self._fresh = True
         data = core.take()
         if core.has_data_to_send():
             # An ACK after this delivery: the sender may be waiting for it to open its window.
