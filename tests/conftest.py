@@ -8,11 +8,7 @@ import pytest
 import trio
 
 import reliablelink
-
-# Re-exported while test modules still import these from here: use tests.helpers instead.
-from tests.helpers import KEY, KEYS, Handler, RunServer, echo, memory, memory_connections, start_server
-
-__all__ = ["KEY", "KEYS", "memory", "memory_connections", "start_server"]
+from tests.helpers import Handler, RunServer, echo, start_server
 
 
 @pytest.fixture

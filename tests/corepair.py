@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from reliablelink._core import ClientHandshake, LinkParams, ServerHandshake, SessionCore, new_session_id, new_token
-
-KEY = b"k" * 32
+from tests.helpers import KEY
 
 
 def handshake(params: LinkParams | None = None) -> tuple[ClientHandshake, ServerHandshake]:

@@ -28,6 +28,8 @@ async def test_server_and_agents_in_separate_processes_survive_a_killed_connecti
         return lambda line: bool(pattern.match(line))
 
     with trio.fail_after(60):
+        # The output pumps live in this nursery: its exit gives them a last turn before the
+        # checks below read the processes' lines.
         async with trio.open_nursery() as nursery:
             server = await start_reliablelink(
                 nursery,

@@ -13,39 +13,39 @@ import trio
 import reliablelink
 from reliablelink.__main__ import main
 from reliablelink.testing import ChaosProxy, Ledger, Toxics, number_of, numbered
-from tests.helpers import KEY, RunServer, echo, free_port, start_server
+from tests.helpers import FAST, KEY, SERVER_FAST, RunServer, echo, free_port, start_server
 
-FAST: dict[str, Any] = {"heartbeat_interval": 0.2, "dead_after": 0.6}
 COUNT = 300
 
 
-async def run_through(toxify: Callable[[ChaosProxy], None], *, heal_after: int | None = None, **client: Any) -> int:
-    """Echo COUNT messages through a proxy with ``toxify`` applied; heal it (fresh toxics)
-    after ``heal_after`` echoes if given. Returns the number of reconnects."""
+async def run_through(
+    nursery: trio.Nursery, toxify: Callable[[ChaosProxy], None], *, heal_after: int | None = None, **client: Any
+) -> int:
+    """Echo COUNT messages through a proxy with ``toxify`` applied, the server and the proxy
+    in ``nursery``; heal it (fresh toxics) after ``heal_after`` echoes if given. Returns the
+    number of reconnects."""
     echoes = Ledger()  # each message sent must come back exactly once, in order
     with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            server = await start_server(nursery, echo, "tcp://127.0.0.1:0", **FAST)
-            proxy = ChaosProxy(server.url, seed=1)
-            url = await nursery.start(proxy.run)
-            toxify(proxy)
-            options = {"reconnect_backoff": (0.01, 0.1), **FAST, **client}
-            async with reliablelink.connect(url, client_id="agent-1", key=KEY, **options) as session:
+        server = await start_server(nursery, echo, "tcp://127.0.0.1:0", **SERVER_FAST)
+        proxy = ChaosProxy(server.url, seed=1)
+        url = await nursery.start(proxy.run)
+        toxify(proxy)
+        options: dict[str, Any] = {**FAST, **client}
+        async with reliablelink.connect(url, client_id="agent-1", key=KEY, **options) as session:
 
-                async def push() -> None:
-                    for i in range(COUNT):
-                        await session.send(numbered(i, 100 + i % 900))
-                        echoes.on_send(i)
+            async def push() -> None:
+                for i in range(COUNT):
+                    await session.send(numbered(i, 100 + i % 900))
+                    echoes.on_send(i)
 
-                async with trio.open_nursery() as inner:
-                    inner.start_soon(push)
-                    while echoes.received < COUNT:
-                        echoes.on_receive(number_of(await session.receive()))
-                        if heal_after is not None and echoes.received == heal_after:
-                            proxy.toxics = Toxics()
-                await session.drain()
-                reconnects = session.stats.reconnects
-            nursery.cancel_scope.cancel()
+            async with trio.open_nursery() as inner:
+                inner.start_soon(push)
+                while echoes.received < COUNT:
+                    echoes.on_receive(number_of(await session.receive()))
+                    if heal_after is not None and echoes.received == heal_after:
+                        proxy.toxics = Toxics()
+            await session.drain()
+            reconnects = session.stats.reconnects
     assert echoes.result().exact, echoes.result().line("echoes")
     return reconnects
 
@@ -68,13 +68,13 @@ def _set(**fields: Any) -> Callable[[ChaosProxy], None]:
     ],
     ids=["latency+jitter", "bandwidth", "byte-by-byte", "slow-close"],
 )
-async def test_degraded_links_keep_the_ledger_exact(toxics: dict[str, Any]) -> None:
-    await run_through(_set(**toxics), dead_after=2.0, heartbeat_interval=0.5)
+async def test_degraded_links_keep_the_ledger_exact(toxics: dict[str, Any], nursery: trio.Nursery) -> None:
+    await run_through(nursery, _set(**toxics), dead_after=2.0, heartbeat_interval=0.5)
 
 
-async def test_reset_after_n_bytes_again_and_again() -> None:
+async def test_reset_after_n_bytes_again_and_again(nursery: trio.Nursery) -> None:
     # Every connection dies after 20 kB: the session must make progress across many of them.
-    reconnects = await run_through(_set(reset_after=20_000))
+    reconnects = await run_through(nursery, _set(reset_after=20_000))
     assert reconnects >= 5
 
 
@@ -86,12 +86,10 @@ async def test_one_way_and_two_way_blackholes_heal(
     async def scenario() -> None:
         echoes = Ledger()
         with trio.fail_after(60):
-            server = await run_server(echo, "tcp://127.0.0.1:0", **FAST)
+            server = await run_server(echo, "tcp://127.0.0.1:0", **SERVER_FAST)
             proxy = ChaosProxy(server.url)
             url = await nursery.start(proxy.run)
-            async with reliablelink.connect(
-                url, client_id="agent-1", key=KEY, reconnect_backoff=(0.01, 0.1), **FAST
-            ) as session:
+            async with reliablelink.connect(url, client_id="agent-1", key=KEY, **FAST) as session:
                 for i in range(50):
                     await session.send(numbered(i))
                     echoes.on_send(i)
@@ -114,10 +112,12 @@ async def test_one_way_and_two_way_blackholes_heal(
 async def test_refused_connections_until_the_server_is_reachable_again(
     run_server: RunServer, nursery: trio.Nursery
 ) -> None:
-    server = await run_server(echo, "tcp://127.0.0.1:0", **FAST)
+    server = await run_server(echo, "tcp://127.0.0.1:0", **SERVER_FAST)
     proxy = ChaosProxy(server.url)
     url = await nursery.start(proxy.run)
-    async with reliablelink.connect(url, client_id="agent-1", key=KEY, reconnect_backoff=(0.01, 0.05), **FAST) as s:
+    async with reliablelink.connect(
+        url, client_id="agent-1", key=KEY, **(FAST | {"reconnect_backoff": (0.01, 0.05)})
+    ) as s:
         await s.send(b"one")
         assert await s.receive() == b"one"
         proxy.refuse = True
@@ -145,7 +145,7 @@ async def test_chaos_proxy_command_line_forwards_and_resets(run_server: RunServe
     port = free_port()  # for the proxy to listen on
     echoes = Ledger()
     with trio.fail_after(60):
-        server = await run_server(echo, "tcp://127.0.0.1:0", **FAST)
+        server = await run_server(echo, "tcp://127.0.0.1:0", **SERVER_FAST)
         cmd = [
             sys.executable, "-m", "reliablelink", "chaos-proxy",
             "--listen", f"tcp://127.0.0.1:{port}", "--upstream", server.url,

@@ -20,7 +20,7 @@ import trio.testing
 from reliablelink.testing import MemoryTransport, Toxics
 from reliablelink.testing._proxy_cli import parse_toxics
 from reliablelink.testing.strategies import FAULT_KINDS, Fault, FaultKind
-from tests.sim.test_memory_network import _pair
+from tests.helpers import memory_pair
 
 
 @pytest.mark.parametrize(
@@ -99,37 +99,37 @@ def test_schedule_kinds_are_a_literal_and_unknown_kinds_are_refused() -> None:
         Fault(at=0.0, kind="lag")  # type: ignore[arg-type]
 
 
-async def test_memory_drop_after_still_works_and_warns(autojump_clock: trio.testing.MockClock) -> None:
-    async with trio.open_nursery() as nursery:
-        client, _server, conn = await _pair(MemoryTransport(), nursery)
-        with pytest.warns(DeprecationWarning, match=r"use degrade\(reset_after=...\)"):
-            conn.degrade("to_server", drop_after=10)
-        assert conn.to_server.reset_after == 10
-        with pytest.warns(DeprecationWarning, match="use reset_after"):
-            assert conn.to_server.drop_after == 10
-        with pytest.warns(DeprecationWarning, match="use reset_after"):
-            conn.to_server.drop_after = 4
-        assert conn.to_server.reset_after == 4
-        with pytest.raises(trio.BrokenResourceError):
-            await client.send_all(b"x" * 5)
-        nursery.cancel_scope.cancel()
+async def test_memory_drop_after_still_works_and_warns(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    client, _server, conn = await memory_pair(MemoryTransport(), nursery)
+    with pytest.warns(DeprecationWarning, match=r"use degrade\(reset_after=...\)"):
+        conn.degrade("to_server", drop_after=10)
+    assert conn.to_server.reset_after == 10
+    with pytest.warns(DeprecationWarning, match="use reset_after"):
+        assert conn.to_server.drop_after == 10
+    with pytest.warns(DeprecationWarning, match="use reset_after"):
+        conn.to_server.drop_after = 4
+    assert conn.to_server.reset_after == 4
+    with pytest.raises(trio.BrokenResourceError):
+        await client.send_all(b"x" * 5)
 
 
-async def test_memory_reset_after_resets_both_ways_like_the_proxy(autojump_clock: trio.testing.MockClock) -> None:
+async def test_memory_reset_after_resets_both_ways_like_the_proxy(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
     # reset_after means the same as the proxy's: the connection is reset (RST both ways),
     # so the end that only reads from the other direction learns too.
-    async with trio.open_nursery() as nursery:
-        client, server, conn = await _pair(MemoryTransport(), nursery)
-        await server.send_all(b"in flight to the client")
-        conn.degrade("to_server", reset_after=3)
-        with pytest.raises(trio.BrokenResourceError):
-            await client.send_all(b"abcd")
-        with pytest.raises(trio.BrokenResourceError):
-            await client.receive_some(100)
-        with pytest.raises(trio.BrokenResourceError):
-            await server.send_all(b"late")
-        assert conn.closed
-        nursery.cancel_scope.cancel()
+    client, server, conn = await memory_pair(MemoryTransport(), nursery)
+    await server.send_all(b"in flight to the client")
+    conn.degrade("to_server", reset_after=3)
+    with pytest.raises(trio.BrokenResourceError):
+        await client.send_all(b"abcd")
+    with pytest.raises(trio.BrokenResourceError):
+        await client.receive_some(100)
+    with pytest.raises(trio.BrokenResourceError):
+        await server.send_all(b"late")
+    assert conn.closed
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a subprocess")

@@ -20,10 +20,7 @@ import trio
 
 import reliablelink
 from reliablelink.testing import ChaosProxy
-from tests.conftest import KEY, start_server
-
-FAST: dict[str, Any] = {"heartbeat_interval": 0.2, "dead_after": 0.6}
-CLIENT: dict[str, Any] = {**FAST, "reconnect_backoff": (0.01, 0.1)}
+from tests.helpers import FAST, KEY, SERVER_FAST, RunServer, echo
 
 
 def payload(n: int, size: int) -> bytes:
@@ -37,15 +34,10 @@ def check(got: list[bytes], sizes: list[int]) -> None:
         assert message == payload(n, sizes[n]), f"message {n} arrived with other bytes"
 
 
-async def echo(session: reliablelink.Session) -> None:
-    async for data in session:
-        await session.send(data)
-
-
 async def ping_pong(url: str, sizes: list[int], **options: Any) -> list[bytes]:
     """Request/response: each message waits for its echo (the pattern the fast paths serve)."""
     got: list[bytes] = []
-    async with reliablelink.connect(url, client_id="agent-1", key=KEY, **CLIENT, **options) as session:
+    async with reliablelink.connect(url, client_id="agent-1", key=KEY, **FAST, **options) as session:
         for n, size in enumerate(sizes):
             await session.send(payload(n, size))
             got.append(await session.receive())
@@ -55,7 +47,7 @@ async def ping_pong(url: str, sizes: list[int], **options: Any) -> list[bytes]:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_partial_and_refused_direct_writes_keep_every_byte_in_order(
-    seed: int, monkeypatch: pytest.MonkeyPatch
+    seed: int, monkeypatch: pytest.MonkeyPatch, run_server: RunServer
 ) -> None:
     """The socket takes only part of each direct write, or none of it (EAGAIN): the rest
     goes to the writer task ahead of anything queued later."""
@@ -83,16 +75,16 @@ async def test_partial_and_refused_direct_writes_keep_every_byte_in_order(
     monkeypatch.setattr(os, "writev", stingy_writev)
     sizes = [rng.choice([1 + 8, 100, 5_000, 20_000, 70_000]) for _ in range(150)]
     with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            server = await start_server(nursery, echo, "tcp://127.0.0.1:0", **FAST)
-            got = await ping_pong(server.url, sizes)
-            nursery.cancel_scope.cancel()
+        server = await run_server(echo, "tcp://127.0.0.1:0", **SERVER_FAST)
+        got = await ping_pong(server.url, sizes)
     check(got, sizes)
     assert calls["partial"] > 10 and calls["refused"] > 10, f"seed {seed}: the faults must be exercised: {calls}"
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-async def test_large_messages_through_a_throttled_resetting_link(seed: int) -> None:
+async def test_large_messages_through_a_throttled_resetting_link(
+    seed: int, run_server: RunServer, nursery: trio.Nursery
+) -> None:
     """Large payloads (scatter/gather writes, joined once on receipt) both ways while the
     link is slow, sliced and reset every 600 kB: partial sendmsg() calls and frames split
     across many reads and across reconnects."""
@@ -100,68 +92,59 @@ async def test_large_messages_through_a_throttled_resetting_link(seed: int) -> N
     sizes = [rng.choice([16 * 1024, 16 * 1024 + 1, 100_000, 300_000]) for _ in range(40)]
     received: list[bytes] = []
     with trio.fail_after(90):
-        async with trio.open_nursery() as nursery:
-            server = await start_server(nursery, echo, "tcp://127.0.0.1:0", **FAST)
-            proxy = ChaosProxy(server.url, seed=seed)
-            url = await nursery.start(proxy.run)
-            for toxic in ("bandwidth=20000000", f"segment={rng.choice([1000, 70_000])}", "reset_after=600000"):
-                proxy.toxics.set(toxic)
-            async with reliablelink.connect(url, client_id="agent-1", key=KEY, **CLIENT) as session:
+        server = await run_server(echo, "tcp://127.0.0.1:0", **SERVER_FAST)
+        proxy = ChaosProxy(server.url, seed=seed)
+        url = await nursery.start(proxy.run)
+        for toxic in ("bandwidth=20000000", f"segment={rng.choice([1000, 70_000])}", "reset_after=600000"):
+            proxy.toxics.set(toxic)
+        async with reliablelink.connect(url, client_id="agent-1", key=KEY, **FAST) as session:
 
-                async def push() -> None:
-                    for n, size in enumerate(sizes):
-                        await session.send(payload(n, size))
+            async def push() -> None:
+                for n, size in enumerate(sizes):
+                    await session.send(payload(n, size))
 
-                nursery.start_soon(push)
-                while len(received) < len(sizes):
-                    received.append(await session.receive())
-                reconnects = session.stats.reconnects
-            nursery.cancel_scope.cancel()
+            nursery.start_soon(push)
+            while len(received) < len(sizes):
+                received.append(await session.receive())
+            reconnects = session.stats.reconnects
     check(received, sizes)
     assert reconnects >= 3, f"seed {seed}: the link must have been reset several times ({reconnects})"
 
 
-async def test_a_cancelled_receive_hands_the_socket_back_to_the_reader() -> None:
+async def test_a_cancelled_receive_hands_the_socket_back_to_the_reader(run_server: RunServer) -> None:
     """A receive() waiting on the socket is cancelled; the session must keep reading (ACKs,
     replies) while nobody calls receive(): drain() completes and the messages wait."""
     replies = 20
     with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-
-            async def answer(session: reliablelink.Session) -> None:
-                async for data in session:
-                    await session.send(data)
-
-            server = await start_server(nursery, answer, "tcp://127.0.0.1:0", **FAST)
-            async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **CLIENT) as session:
-                for _ in range(3):
-                    with trio.move_on_after(0.05) as scope:
-                        await session.receive()  # nothing was sent: it waits on the socket
-                    assert scope.cancelled_caught
-                for n in range(replies):
-                    await session.send(payload(n, 64))
-                with trio.fail_after(5):
-                    await session.drain()  # only the reader task is there to read the ACKs
-                got = [await session.receive() for _ in range(replies)]
-                # A reader left waiting would get the link declared dead (nothing read for
-                # dead_after) and drain() would only finish after a reconnect.
-                assert session.stats.reconnects == 0
-            nursery.cancel_scope.cancel()
+        server = await run_server(echo, "tcp://127.0.0.1:0", **SERVER_FAST)
+        async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **FAST) as session:
+            for _ in range(3):
+                with trio.move_on_after(0.05) as scope:
+                    await session.receive()  # nothing was sent: it waits on the socket
+                assert scope.cancelled_caught
+            for n in range(replies):
+                await session.send(payload(n, 64))
+            with trio.fail_after(5):
+                await session.drain()  # only the reader task is there to read the ACKs
+            got = [await session.receive() for _ in range(replies)]
+            # A reader left waiting would get the link declared dead (nothing read for
+            # dead_after) and drain() would only finish after a reconnect.
+            assert session.stats.reconnects == 0
     check(got, [64] * replies)
 
 
-async def test_unix_socket_request_response(tmp_path: Any) -> None:
+async def test_unix_socket_request_response(tmp_path: Any, run_server: RunServer) -> None:
     sizes = [9, 1000, 20_000, 9, 70_000] * 20
     with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            server = await start_server(nursery, echo, f"unix://{tmp_path / 'rl.sock'}", **FAST)
-            got = await ping_pong(server.url, sizes)
-            nursery.cancel_scope.cancel()
+        server = await run_server(echo, f"unix://{tmp_path / 'rl.sock'}", **SERVER_FAST)
+        got = await ping_pong(server.url, sizes)
     check(got, sizes)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-async def test_reads_by_the_reader_and_by_receive_reach_the_core_in_socket_order(seed: int) -> None:
+async def test_reads_by_the_reader_and_by_receive_reach_the_core_in_socket_order(
+    seed: int, run_server: RunServer
+) -> None:
     """A stream of messages of mixed sizes, read now by the reader task and now by a
     waiting ``receive()`` with the reader's turn lent to it: whoever reads must feed the
     bytes to the core before anyone else reads, or frames cut across reads are spliced
@@ -177,12 +160,10 @@ async def test_reads_by_the_reader_and_by_receive_reach_the_core_in_socket_order
             if len(got) == len(sizes):
                 done.set()
 
-    async with trio.open_nursery() as nursery:
-        server = await start_server(nursery, collect, "tcp://127.0.0.1:0", **FAST)
-        async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **CLIENT) as session:
-            for n, size in enumerate(sizes):
-                await session.send(payload(n, size))
-            await session.drain()
-        await done.wait()
-        nursery.cancel_scope.cancel()
+    server = await run_server(collect, "tcp://127.0.0.1:0", **SERVER_FAST)
+    async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **FAST) as session:
+        for n, size in enumerate(sizes):
+            await session.send(payload(n, size))
+        await session.drain()
+    await done.wait()
     check(got, sizes)

@@ -30,11 +30,10 @@ import trio.testing
 
 import reliablelink
 from reliablelink import LinkState
-from reliablelink._core._frames import FrameType
 from reliablelink.testing import Ledger, number_of, numbered
 from reliablelink.transports import StreamHandler, StreamOptions, Transport, get_transport, register_transport
-from tests.helpers import FAST, KEY, KEYS, SERVER_FAST, echo, start_server
-from tests.security.raw import read_until_closed
+from tests.helpers import FAST, KEY, KEYS, SERVER_FAST, echo, legitimate_exchange, recording_echo, start_server
+from tests.security.raw import ERROR_BYTE, read_until_closed
 
 try:
     from wsproto import ConnectionType, WSConnection
@@ -54,7 +53,6 @@ except ImportError:  # without the [ws] extra the WebSocket tests skip
     pass
 
 SCHEMES = ["tcp", "tls", "ws", "wss", "unix"]
-ERROR_BYTE = struct.pack(">B", FrameType.ERROR)
 NEEDS_WS = "ws:// and wss:// need the [ws] extra: pip install 'reliablelink[ws]'"
 NEEDS_TRUSTME = "TLS tests need trustme: pip install trustme"
 
@@ -279,14 +277,7 @@ async def serving(
 
 async def exchange(setup: Setup, url: str, count: int = 50) -> None:
     """A legitimate client exchanges ``count`` messages with an echo server, exactly."""
-    ledger = Ledger()
-    async with reliablelink.connect(url, client_id="agent-1", key=KEY, **setup.client_options) as session:
-        for i in range(count):
-            await session.send(numbered(i))
-            ledger.on_send(i)
-        for _ in range(count):
-            ledger.on_receive(number_of(await session.receive()))
-    assert ledger.result().exact, ledger.result().line()
+    await legitimate_exchange(url, count, **setup.client_options)
 
 
 async def serve_fails(url: str, **options: Any) -> None:
@@ -317,14 +308,8 @@ async def test_echo_survives_killed_connections_with_an_exact_ledger(setup: Setu
     step = total // (2 * kills_wanted)
     up, down = Ledger(), Ledger()
     kills = 0
-
-    async def handler(session: reliablelink.Session) -> None:
-        async for data in session:
-            up.on_receive(number_of(data))
-            await session.send(data)
-
     async with (
-        serving(setup, handler, **SERVER_FAST) as (server, faulty),
+        serving(setup, recording_echo(up), **SERVER_FAST) as (server, faulty),
         reliablelink.connect(
             server.url, client_id="agent-1", key=KEY, max_inflight=128, **setup.client_options, **FAST
         ) as session,

@@ -42,7 +42,8 @@ import reliablelink
 from reliablelink.stores import SQLiteStore
 from reliablelink.testing import Ledger, number_of, numbered
 
-KEY = b"netns-test-key-0123456789abcdef!"
+# Not tests.helpers.KEY: this script runs as its own process (python peer.py), without the repo root on sys.path.
+PEER_KEY = b"netns-test-key-0123456789abcdef!"
 OPTIONS: dict[str, Any] = {"heartbeat_interval": 0.5, "dead_after": 1.5}
 PACE = 0.004  # seconds between messages: COUNT=2000 flows for about 8 s each way
 
@@ -117,7 +118,7 @@ async def server(address: str, count: int) -> int:
     async with trio.open_nursery() as nursery:
         srv = await nursery.start(
             functools.partial(
-                reliablelink.serve, handler, f"tcp://{host}:{port}", keys={"peer": KEY}, session_ttl=60, **OPTIONS
+                reliablelink.serve, handler, f"tcp://{host}:{port}", keys={"peer": PEER_KEY}, session_ttl=60, **OPTIONS
             )
         )
         say(f"listening {srv.url}")
@@ -130,7 +131,7 @@ async def server(address: str, count: int) -> int:
 
 async def client(address: str, count: int) -> int:
     async with reliablelink.connect(
-        f"tcp://{address}", client_id="peer", key=KEY, connect_timeout=20, reconnect_backoff=(0.05, 0.5), **OPTIONS
+        f"tcp://{address}", client_id="peer", key=PEER_KEY, connect_timeout=20, reconnect_backoff=(0.05, 0.5), **OPTIONS
     ) as session:
         say("connected")
         received = await exchange(session, count, "client")
@@ -240,7 +241,7 @@ async def durable_server(address: str, count: int, args: argparse.Namespace) -> 
                 reliablelink.serve,
                 handler,
                 f"tcp://{host}:{port}",
-                keys={"peer": KEY},
+                keys={"peer": PEER_KEY},
                 store=store,
                 session_ttl=60,
                 **OPTIONS,
@@ -258,7 +259,12 @@ async def recording_client(address: str, count: int, args: argparse.Namespace) -
     received = AppendLog(args.received)
     try:
         async with reliablelink.connect(
-            f"tcp://{address}", client_id="peer", key=KEY, connect_timeout=20, reconnect_backoff=(0.05, 0.5), **OPTIONS
+            f"tcp://{address}",
+            client_id="peer",
+            key=PEER_KEY,
+            connect_timeout=20,
+            reconnect_backoff=(0.05, 0.5),
+            **OPTIONS,
         ) as session:
             say(f"connected session={session.session_id}")
             counts = {"sent": 0, "received": 0}

@@ -134,6 +134,8 @@ async def _start(nursery: trio.Nursery, name: str, ns: str, *args: str) -> Peer:
 async def test_cable_pulled_briefly_and_beyond_dead_after_with_traffic_both_ways(cable: Cable) -> None:
     address = f"{cable.server_ip}:7701"
     with trio.fail_after(90):
+        # The peers' output readers live in this nursery: its exit gives them a last turn
+        # before the checks below read their lines.
         async with trio.open_nursery() as nursery:
             server = await _start(nursery, "server", cable.server_ns, "server", address, str(COUNT))
             await server.wait_for("listening")
@@ -215,6 +217,7 @@ async def test_cable_pulled_across_a_server_restart(cable: Cable, tmp_path: Path
     problem = ""
     try:
         with trio.fail_after(40):
+            # As above: the output readers get a last turn before the checks.
             async with trio.open_nursery() as nursery:
                 try:
                     first = await start(nursery, "server-1", cable.server_ns, *server_args)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import struct
+
 import trio
 
 from reliablelink._core import ClientHandshake, HandshakeResult, LinkParams, ResumeRequest
+from reliablelink._core._frames import FrameType
+
+# The type byte of an ERROR frame: how a server says why it closes a connection.
+ERROR_BYTE = struct.pack(">B", FrameType.ERROR)
 
 
 async def open_from(url: str, source: str = "127.0.0.1") -> trio.SocketStream:

@@ -4,10 +4,6 @@ loopback sockets, then a legitimate client that must still connect with nothing 
 from __future__ import annotations
 
 import logging
-import struct
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 import trio
@@ -15,35 +11,13 @@ import trio
 import reliablelink
 from reliablelink._core import LinkParams, ResumeRequest
 from reliablelink._core._frames import DATA_HEADER, HEADER, PREFACE, U64_FRAME, FrameType
-from reliablelink.testing import Ledger, number_of, numbered
-from tests.helpers import KEY, KEYS, echo, start_server
-from tests.security.raw import handshake, open_from, read_until_closed
-
-ERROR_BYTE = struct.pack(">B", FrameType.ERROR)
+from tests.helpers import KEY, KEYS, RunServer, echo, legitimate_exchange
+from tests.security.raw import ERROR_BYTE, handshake, open_from, read_until_closed
 
 
-@asynccontextmanager
-async def running_server(**options: Any) -> AsyncIterator[reliablelink.Server]:
+async def test_wrong_key_and_unknown_client_get_the_same_answer(run_server: RunServer) -> None:
     with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            yield await start_server(nursery, echo, "tcp://127.0.0.1:0", **options)
-            nursery.cancel_scope.cancel()
-
-
-async def legitimate_exchange(url: str, count: int = 200, **options: Any) -> None:
-    """A legitimate client connects and exchanges ``count`` messages with an exact ledger."""
-    ledger = Ledger()
-    async with reliablelink.connect(url, client_id="agent-1", key=KEY, **options) as session:
-        for i in range(count):
-            await session.send(numbered(i))
-            ledger.on_send(i)
-        for _ in range(count):
-            ledger.on_receive(number_of(await session.receive()))
-    assert ledger.result().exact, ledger.result().line()
-
-
-async def test_wrong_key_and_unknown_client_get_the_same_answer() -> None:
-    async with running_server() as server:
+        server = await run_server(echo, "tcp://127.0.0.1:0")
         answers = []
         for client_id, key in (("agent-1", b"wrong" * 8), ("nobody", KEY)):
             with pytest.raises(reliablelink.AuthenticationError):
@@ -58,10 +32,13 @@ async def test_wrong_key_and_unknown_client_get_the_same_answer() -> None:
         await legitimate_exchange(server.url)
 
 
-async def test_brute_force_slows_down_then_locks_out_that_address_only(caplog: pytest.LogCaptureFixture) -> None:
+async def test_brute_force_slows_down_then_locks_out_that_address_only(
+    caplog: pytest.LogCaptureFixture, run_server: RunServer
+) -> None:
     caplog.set_level(logging.INFO, "reliablelink.server")
     limits = {"failures_before_delay": 2, "failure_delay": 0.05, "failures_before_lockout": 6, "lockout": 60}
-    async with running_server(**limits) as server:
+    with trio.fail_after(60):
+        server = await run_server(echo, "tcp://127.0.0.1:0", **limits)
         waits = []
         for attempt in range(6):
             stream = await open_from(server.url, "127.0.0.2")
@@ -84,8 +61,9 @@ async def test_brute_force_slows_down_then_locks_out_that_address_only(caplog: p
         await legitimate_exchange(server.url)
 
 
-async def test_replayed_handshake_is_rejected() -> None:
-    async with running_server() as server:
+async def test_replayed_handshake_is_rejected(run_server: RunServer) -> None:
+    with trio.fail_after(60):
+        server = await run_server(echo, "tcp://127.0.0.1:0")
         recorded: list[bytes] = []
         stream = await open_from(server.url)
         await handshake(stream, "agent-1", KEY, transcript=recorded)
@@ -103,8 +81,9 @@ async def test_replayed_handshake_is_rejected() -> None:
         await legitimate_exchange(server.url)
 
 
-async def test_resume_hijack_is_rejected_and_the_real_session_is_intact() -> None:
-    async with running_server() as server:
+async def test_resume_hijack_is_rejected_and_the_real_session_is_intact(run_server: RunServer) -> None:
+    with trio.fail_after(60):
+        server = await run_server(echo, "tcp://127.0.0.1:0")
         stream = await open_from(server.url)
         first = await handshake(stream, "agent-1", KEY)
         await stream.aclose()
@@ -139,8 +118,9 @@ async def test_resume_hijack_is_rejected_and_the_real_session_is_intact() -> Non
         await legitimate_exchange(server.url)
 
 
-async def test_oversized_length_closes_the_connection_before_allocating() -> None:
-    async with running_server() as server:
+async def test_oversized_length_closes_the_connection_before_allocating(run_server: RunServer) -> None:
+    with trio.fail_after(60):
+        server = await run_server(echo, "tcp://127.0.0.1:0")
         for header in (HEADER.pack(2**32 - 1, FrameType.HELLO),):
             stream = await open_from(server.url)
             await stream.send_all(PREFACE + header)  # claims 4 GiB; the body never comes
@@ -156,8 +136,9 @@ async def test_oversized_length_closes_the_connection_before_allocating() -> Non
 
 
 @pytest.mark.parametrize("style", ["silent", "one byte at a time"])
-async def test_slowloris_is_dropped_after_handshake_timeout(style: str) -> None:
-    async with running_server(handshake_timeout=0.5) as server:
+async def test_slowloris_is_dropped_after_handshake_timeout(style: str, run_server: RunServer) -> None:
+    with trio.fail_after(60):
+        server = await run_server(echo, "tcp://127.0.0.1:0", handshake_timeout=0.5)
         stream = await open_from(server.url, "127.0.0.5")
         start = trio.current_time()
         if style == "silent":
@@ -178,9 +159,10 @@ async def test_slowloris_is_dropped_after_handshake_timeout(style: str) -> None:
         await legitimate_exchange(server.url)
 
 
-async def test_connection_flood_is_capped_per_address_and_in_total() -> None:
+async def test_connection_flood_is_capped_per_address_and_in_total(run_server: RunServer) -> None:
     limits = {"max_connections_per_address": 10, "max_pending_handshakes": 25, "handshake_timeout": 1.0}
-    async with running_server(**limits) as server:
+    with trio.fail_after(60):
+        server = await run_server(echo, "tcp://127.0.0.1:0", **limits)
         floods: list[trio.SocketStream] = []
         for source in ("127.0.0.6", "127.0.0.7", "127.0.0.8"):
             for _ in range(20):
@@ -216,9 +198,10 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
-async def test_hostile_frames_get_protocol_error_and_the_server_keeps_running(name: str) -> None:
+async def test_hostile_frames_get_protocol_error_and_the_server_keeps_running(name: str, run_server: RunServer) -> None:
     after_handshake, payload = HOSTILE[name]
-    async with running_server() as server:
+    with trio.fail_after(60):
+        server = await run_server(echo, "tcp://127.0.0.1:0")
         stream = await open_from(server.url)
         if after_handshake:
             await handshake(stream, "agent-1", KEY)
@@ -229,8 +212,9 @@ async def test_hostile_frames_get_protocol_error_and_the_server_keeps_running(na
         await legitimate_exchange(server.url)
 
 
-async def test_truncated_stream_is_only_a_lost_connection() -> None:
-    async with running_server() as server:
+async def test_truncated_stream_is_only_a_lost_connection(run_server: RunServer) -> None:
+    with trio.fail_after(60):
+        server = await run_server(echo, "tcp://127.0.0.1:0")
         stream = await open_from(server.url)
         await handshake(stream, "agent-1", KEY)
         await stream.send_all(DATA_HEADER.pack(1017, FrameType.DATA, 1, 0) + b"only part of it")
@@ -238,8 +222,11 @@ async def test_truncated_stream_is_only_a_lost_connection() -> None:
         await legitimate_exchange(server.url)
 
 
-async def test_absurd_client_proposals_are_capped() -> None:
-    async with running_server(heartbeat_interval=3.0, max_inflight=1000, max_message_size=65536) as server:
+async def test_absurd_client_proposals_are_capped(run_server: RunServer) -> None:
+    with trio.fail_after(60):
+        server = await run_server(
+            echo, "tcp://127.0.0.1:0", heartbeat_interval=3.0, max_inflight=1000, max_message_size=65536
+        )
         absurd = LinkParams(
             heartbeat_interval=0.001,
             dead_after=0.002,
@@ -258,8 +245,9 @@ async def test_absurd_client_proposals_are_capped() -> None:
         await legitimate_exchange(server.url)
 
 
-async def test_session_flood_by_one_client_is_capped() -> None:
-    async with running_server(max_sessions_per_client=3) as server:
+async def test_session_flood_by_one_client_is_capped(run_server: RunServer) -> None:
+    with trio.fail_after(60):
+        server = await run_server(echo, "tcp://127.0.0.1:0", max_sessions_per_client=3)
         held = []
         for _ in range(3):
             stream = await open_from(server.url)

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from reliablelink import AuthenticationError, ProtocolError
 from reliablelink._core import ClientHandshake, LinkParams, ServerHandshake
 from reliablelink._core._frames import HANDSHAKE_FRAME_LIMIT, PREFACE, FrameReader
-from tests.corepair import KEY, attached_pair
+from tests.corepair import attached_pair
+from tests.helpers import KEY
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 chunks = st.lists(st.binary(max_size=300), max_size=12)

@@ -13,9 +13,10 @@ import trio.testing
 import reliablelink
 from reliablelink import LinkState
 from reliablelink.testing import Ledger, number_of, numbered
-from tests.helpers import KEY, KEYS, RunServer, echo, memory, memory_connections
+from tests.helpers import KEY, KEYS, RunServer, echo, memory, memory_connections, recording_echo
 
-FAST: dict[str, Any] = {"heartbeat_interval": 1.0, "dead_after": 3.0}
+# Not tests.helpers.FAST (0.2 s, for real sockets): these checks count 1 s heartbeats.
+SIM_FAST: dict[str, Any] = {"heartbeat_interval": 1.0, "dead_after": 3.0}
 # A hang in simulated time (heartbeats keep the clock moving forever) fails fast.
 VIRTUAL_LIMIT = 3600
 
@@ -24,8 +25,8 @@ async def test_silent_peer_is_detected_within_dead_after_plus_a_heartbeat(
     autojump_clock: trio.testing.MockClock, run_server: RunServer
 ) -> None:
     with trio.fail_after(VIRTUAL_LIMIT):
-        server = await run_server(echo, **FAST)
-        async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **FAST) as session:
+        server = await run_server(echo, **SIM_FAST)
+        async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **SIM_FAST) as session:
             await session.send(b"hello")
             assert await session.receive() == b"hello"
             (conn,) = memory_connections(server)
@@ -61,7 +62,7 @@ async def test_slow_application_is_backpressure_not_a_dead_link(
         async for data in session:
             got.append(data)
 
-    opts = {**FAST, "max_inflight": 32, "max_inflight_bytes": 1 << 20}
+    opts = {**SIM_FAST, "max_inflight": 32, "max_inflight_bytes": 1 << 20}
     with trio.fail_after(VIRTUAL_LIMIT):
         server = await run_server(stalled, **opts)
         async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **opts) as session:
@@ -100,10 +101,10 @@ async def test_expired_session_is_reported_not_silently_replaced(
             raise
 
     with trio.fail_after(VIRTUAL_LIMIT):
-        server = await run_server(handler, session_ttl=10, **FAST)
+        server = await run_server(handler, session_ttl=10, **SIM_FAST)
         name = server.url.removeprefix("memory://")
         with pytest.raises(reliablelink.SessionExpired):
-            async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **FAST) as session:
+            async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **SIM_FAST) as session:
                 await session.send(b"x")
                 await session.drain()
                 memory().refuse(name)
@@ -129,8 +130,8 @@ async def test_close_from_client_ends_the_handler_and_from_server_ends_async_for
         ended.set()
 
     with trio.fail_after(VIRTUAL_LIMIT):
-        server = await run_server(handler, **FAST)
-        async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **FAST) as session:
+        server = await run_server(handler, **SIM_FAST)
+        async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **SIM_FAST) as session:
             await session.send(b"a")
             await session.send(b"bye")
             assert [m async for m in session] == [b"a"], "async for ends when the server closes"
@@ -139,7 +140,7 @@ async def test_close_from_client_ends_the_handler_and_from_server_ends_async_for
             with pytest.raises(reliablelink.SessionClosed):
                 await session.send(b"late")
             assert session.link_state is LinkState.CLOSED
-        async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **FAST) as session:
+        async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **SIM_FAST) as session:
             await session.send(b"x")
             assert await session.receive() == b"x"
         with trio.fail_after(5):
@@ -158,8 +159,8 @@ async def test_handler_runs_once_per_session_across_reconnects(
         await echo(session)
 
     with trio.fail_after(VIRTUAL_LIMIT):
-        server = await run_server(handler, **FAST)
-        async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **FAST) as session:
+        server = await run_server(handler, **SIM_FAST)
+        async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **SIM_FAST) as session:
             for i in range(10):
                 await session.send(numbered(i))
                 for conn in memory_connections(server):
@@ -180,7 +181,7 @@ async def test_one_way_blackhole_replaces_the_half_dead_connection(
 
     with trio.fail_after(VIRTUAL_LIMIT):
         server = await run_server(handler, heartbeat_interval=1.0, dead_after=30.0)
-        async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **FAST) as session:
+        async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **SIM_FAST) as session:
             for i in range(50):
                 await session.send(numbered(i))
                 ledger.on_send(i)
@@ -282,7 +283,7 @@ async def test_random_resets_and_blackholes_keep_the_ledger_exact(
             traffic.start_soon(pull, session, up)
         await session.drain()
 
-    opts: dict[str, Any] = {**FAST, "max_inflight": 64, "max_inflight_bytes": 64 * 1024}
+    opts: dict[str, Any] = {**SIM_FAST, "max_inflight": 64, "max_inflight_bytes": 64 * 1024}
     backoff = reliablelink.Backoff(0.1, 5.0, seed=seed)
     with trio.fail_after(VIRTUAL_LIMIT):
         server = await run_server(handler, **opts)
@@ -322,19 +323,15 @@ async def test_an_hour_long_outage_within_session_ttl_loses_nothing(
     up, down = Ledger(), Ledger()
     outage = 3600.0
 
-    async def handler(session: reliablelink.Session) -> None:
-        async for data in session:
-            up.on_receive(number_of(data))
-            await session.send(data)  # the echo is server -> client traffic
-
     async def pull(session: reliablelink.Session) -> None:
         while down.received < 300:
             down.on_receive(number_of(await session.receive()))
 
     with trio.fail_after(3 * outage):
-        server = await run_server(handler, session_ttl=2 * outage, **FAST)
+        # The echoes are the server -> client traffic.
+        server = await run_server(recording_echo(up), session_ttl=2 * outage, **SIM_FAST)
         name = server.url.removeprefix("memory://")
-        async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **FAST) as session:
+        async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **SIM_FAST) as session:
             nursery.start_soon(pull, session)
             for i in range(300):
                 if i == 100:
@@ -380,13 +377,13 @@ async def test_each_detached_session_expires_on_its_own_clock(
 
     async def vanishing_client(url: str, task_status: trio.TaskStatus[reliablelink.Session]) -> None:
         with gone_scope:
-            async with reliablelink.connect(url, client_id="agent-2", key=KEYS["agent-2"], **FAST) as session:
+            async with reliablelink.connect(url, client_id="agent-2", key=KEYS["agent-2"], **SIM_FAST) as session:
                 task_status.started(session)
                 await trio.sleep_forever()
 
     with trio.fail_after(VIRTUAL_LIMIT):
-        server = await run_server(handler, session_ttl=ttl, **FAST)
-        async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **FAST) as back_soon:
+        server = await run_server(handler, session_ttl=ttl, **SIM_FAST)
+        async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **SIM_FAST) as back_soon:
             gone = await nursery.start(vanishing_client, server.url)
             for s in (back_soon, gone):
                 assert await _echo(s, b"hi") == b"hi"
@@ -429,8 +426,8 @@ async def test_a_slow_link_is_not_a_dead_link(autojump_clock: trio.testing.MockC
             got.append(number_of(data))
 
     with trio.fail_after(VIRTUAL_LIMIT):
-        server = await run_server(handler, **FAST)
-        async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **FAST) as session:
+        server = await run_server(handler, **SIM_FAST)
+        async with reliablelink.connect(server.url, client_id="agent-1", key=KEY, **SIM_FAST) as session:
             for conn in memory_connections(server):
                 conn.degrade(bandwidth=4_000)
             for i in range(5):

@@ -29,7 +29,8 @@ import trio
 import reliablelink
 from reliablelink.stores import RedisStore, SessionStore, SQLiteStore
 
-KEY = b"store-crash-test-key-0123456789!"
+# Not tests.helpers.KEY: this script runs as its own process (python peer.py), without the repo root on sys.path.
+PEER_KEY = b"store-crash-test-key-0123456789!"
 # Shared by serve() and connect(): the client-only options are removed for serve().
 OPTIONS: dict[str, Any] = {
     "heartbeat_interval": 0.2,
@@ -93,7 +94,13 @@ async def run_server(args: argparse.Namespace, log: Log) -> None:
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
             lambda task_status: reliablelink.serve(
-                handler, args.url, keys={"agent": KEY}, store=store, session_ttl=120, task_status=task_status, **options
+                handler,
+                args.url,
+                keys={"agent": PEER_KEY},
+                store=store,
+                session_ttl=120,
+                task_status=task_status,
+                **options,
             )
         )
         print(f"listening {server.url}", flush=True)
@@ -101,7 +108,7 @@ async def run_server(args: argparse.Namespace, log: Log) -> None:
 
 async def run_client(args: argparse.Namespace, log: Log) -> None:
     store = make_store(args)
-    async with reliablelink.connect(args.url, client_id="agent", key=KEY, store=store, **OPTIONS) as session:
+    async with reliablelink.connect(args.url, client_id="agent", key=PEER_KEY, store=store, **OPTIONS) as session:
         await exchange(session, "client", args.count, log)
         await session.drain()
         # Logged before close() deletes the session from the store: a client killed after

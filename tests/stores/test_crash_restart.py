@@ -144,7 +144,7 @@ class Peer:
         self.proc: trio.Process | None = None
         self.starts = 0
 
-    async def start(self, nursery: trio.Nursery, *, wait_line: bool) -> None:
+    async def start(self, *, wait_line: bool) -> None:
         self.proc = await trio.lowlevel.open_process(
             [sys.executable, str(PEER), *self.args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
         )
@@ -189,27 +189,26 @@ async def test_kill_9_client_and_server_with_sqlite(tmp_path: Path, seed: int) -
     client = Peer(["client", url, "--db", str(tmp_path / "client.db"), *common])
     kills = {"client": 0, "server": 0}
     killed_when_finished = False
-    async with trio.open_nursery() as nursery:
-        await server.start(nursery, wait_line=True)
-        await client.start(nursery, wait_line=False)
-        with trio.fail_after(90):
-            while client.running and sum(kills.values()) < 6:
-                await trio.sleep(rng.uniform(0.3, 0.7))
-                victim = rng.choice(["client", "server"])
-                if not client.running:
-                    break
-                peer = client if victim == "client" else server
-                await peer.kill()
-                kills[victim] += 1
-                if victim == "client" and _client_drained(log):
-                    # Killed between drain() and exit: its work is done, and the session is
-                    # (being) closed, so a restart would rightly begin a new session.
-                    killed_when_finished = True
-                    break
-                await peer.start(nursery, wait_line=victim == "server")
-            assert client.proc is not None
-            await client.proc.wait()
-        await server.kill()
+    await server.start(wait_line=True)
+    await client.start(wait_line=False)
+    with trio.fail_after(90):
+        while client.running and sum(kills.values()) < 6:
+            await trio.sleep(rng.uniform(0.3, 0.7))
+            victim = rng.choice(["client", "server"])
+            if not client.running:
+                break
+            peer = client if victim == "client" else server
+            await peer.kill()
+            kills[victim] += 1
+            if victim == "client" and _client_drained(log):
+                # Killed between drain() and exit: its work is done, and the session is
+                # (being) closed, so a restart would rightly begin a new session.
+                killed_when_finished = True
+                break
+            await peer.start(wait_line=victim == "server")
+        assert client.proc is not None
+        await client.proc.wait()
+    await server.kill()
     assert client.proc.returncode == 0 or killed_when_finished, (
         f"seed {seed}: client exited with {client.proc.returncode}"
     )
@@ -224,7 +223,7 @@ async def test_kill_9_client_and_server_with_sqlite(tmp_path: Path, seed: int) -
 
 @pytest.mark.parametrize("seed", [7])
 async def test_redis_nodes_behind_a_load_balancer(
-    tmp_path: Path, seed: int, redis_server: str, redis_prefix: str
+    tmp_path: Path, seed: int, redis_server: str, redis_prefix: str, nursery: trio.Nursery
 ) -> None:
     """Three server processes share sessions in Redis; every reconnect lands on a random node,
     and nodes are killed with SIGKILL and restarted."""
@@ -238,27 +237,25 @@ async def test_redis_nodes_behind_a_load_balancer(
     ]
     balancer = LoadBalancer(urls, seed=seed)
     moves = node_kills = 0
-    async with trio.open_nursery() as nursery:
-        for node in nodes:
-            await node.start(nursery, wait_line=True)
-        lb_url = await nursery.start(balancer.run)
-        client = Peer(["client", lb_url, "--db", str(tmp_path / "client.db"), *common])
-        await client.start(nursery, wait_line=False)
-        with trio.fail_after(90):
-            while client.running:
-                await trio.sleep(rng.uniform(0.2, 0.5))
-                if rng.random() < 0.75 or node_kills >= 3:
-                    moves += balancer.kill_all() > 0
-                else:
-                    node = rng.choice(nodes)
-                    await node.kill()
-                    node_kills += 1
-                    await node.start(nursery, wait_line=True)
-            assert client.proc is not None
-            await client.proc.wait()
-        for node in nodes:
-            await node.kill()
-        nursery.cancel_scope.cancel()
+    for node in nodes:
+        await node.start(wait_line=True)
+    lb_url = await nursery.start(balancer.run)
+    client = Peer(["client", lb_url, "--db", str(tmp_path / "client.db"), *common])
+    await client.start(wait_line=False)
+    with trio.fail_after(90):
+        while client.running:
+            await trio.sleep(rng.uniform(0.2, 0.5))
+            if rng.random() < 0.75 or node_kills >= 3:
+                moves += balancer.kill_all() > 0
+            else:
+                node = rng.choice(nodes)
+                await node.kill()
+                node_kills += 1
+                await node.start(wait_line=True)
+        assert client.proc is not None
+        await client.proc.wait()
+    for node in nodes:
+        await node.kill()
     assert client.proc.returncode == 0, f"seed {seed}: client exited with {client.proc.returncode}"
     used = set(balancer.choices)
     assert len(used) >= 2, f"seed {seed}: the session never moved between nodes ({balancer.choices})"

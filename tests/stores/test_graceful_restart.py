@@ -13,8 +13,8 @@ import trio
 
 import reliablelink
 from reliablelink.stores import SQLiteStore
+from tests.helpers import KEY
 
-KEY = b"graceful-restart-key-0123456789!"
 FIRST = 3  # messages the first server process handles
 
 

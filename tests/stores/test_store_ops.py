@@ -21,9 +21,7 @@ from reliablelink.stores import (
     StoreFenced,
 )
 from reliablelink.testing import ChaosProxy, LoadBalancer
-from tests.helpers import Handler
-
-KEY = b"fence-test-key-0123456789abcdef!"
+from tests.helpers import KEY, Handler, RunServer
 
 
 class FakeClock:
@@ -115,7 +113,7 @@ async def test_expired_sessions_are_gone(store_and_clock: tuple[SessionStore, Fa
 
 
 async def test_a_stale_node_is_fenced_and_the_new_node_delivers(
-    tmp_path: Path, redis_server: str, redis_prefix: str
+    tmp_path: Path, redis_server: str, redis_prefix: str, run_server: RunServer, nursery: trio.Nursery
 ) -> None:
     """Node A keeps its (blackholed) connection and a copy of the session; the client resumes
     on node B. A's next send is refused with SessionMoved and never reaches the client; what
@@ -135,46 +133,33 @@ async def test_a_stale_node_is_fenced_and_the_new_node_delivers(
 
         return handler
 
-    async with trio.open_nursery() as nursery:
-        servers = []
-        for node in ("a", "b"):
-            store = RedisStore(redis_server, prefix=redis_prefix)
-            servers.append(
-                await nursery.start(
-                    lambda task_status, node=node, store=store: reliablelink.serve(
-                        handler_for(node),
-                        "tcp://127.0.0.1:0",
-                        keys={"c": KEY},
-                        store=store,
-                        task_status=task_status,
-                        **options,
-                    )
-                )
-            )
-        proxy_a = ChaosProxy(servers[0].url)
-        await nursery.start(proxy_a.run)
-        balancer = LoadBalancer([proxy_a.url, servers[1].url])
-        balancer.pinned = 0
-        await nursery.start(balancer.run)
-        async with reliablelink.connect(balancer.url, client_id="c", key=KEY, **options) as client:
-            for i in range(5):
-                await client.send(b"c%d" % i)
-            await on_a.wait()
-            await sessions["a"].send(b"a-before")
-            assert await client.receive() == b"a-before"
-            balancer.pinned = 1
-            proxy_a.blackhole_all()  # A keeps its connection; the client finds the link dead
-            with trio.fail_after(10):
-                await resumed_on_b.wait()
-            assert sessions["b"].restored
-            with pytest.raises(reliablelink.SessionMoved):
-                await sessions["a"].send(b"from-stale-a")
-            await sessions["b"].send(b"b-after")
-            assert await client.receive() == b"b-after"
-            for i in range(5, 10):
-                await client.send(b"c%d" % i)
-            await client.drain()
-        nursery.cancel_scope.cancel()
+    servers = []
+    for node in ("a", "b"):
+        store = RedisStore(redis_server, prefix=redis_prefix)
+        servers.append(await run_server(handler_for(node), "tcp://127.0.0.1:0", store=store, **options))
+    proxy_a = ChaosProxy(servers[0].url)
+    await nursery.start(proxy_a.run)
+    balancer = LoadBalancer([proxy_a.url, servers[1].url])
+    balancer.pinned = 0
+    await nursery.start(balancer.run)
+    async with reliablelink.connect(balancer.url, client_id="agent-1", key=KEY, **options) as client:
+        for i in range(5):
+            await client.send(b"c%d" % i)
+        await on_a.wait()
+        await sessions["a"].send(b"a-before")
+        assert await client.receive() == b"a-before"
+        balancer.pinned = 1
+        proxy_a.blackhole_all()  # A keeps its connection; the client finds the link dead
+        with trio.fail_after(10):
+            await resumed_on_b.wait()
+        assert sessions["b"].restored
+        with pytest.raises(reliablelink.SessionMoved):
+            await sessions["a"].send(b"from-stale-a")
+        await sessions["b"].send(b"b-after")
+        assert await client.receive() == b"b-after"
+        for i in range(5, 10):
+            await client.send(b"c%d" % i)
+        await client.drain()
     # What A delivered and stored as handled, then B from the stored position: every message
     # once, in order (B repeats only what A had not yet marked handled).
     position = len(got["a"]) - (len(got["a"]) + len(got["b"]) - 10)

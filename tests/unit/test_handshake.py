@@ -17,7 +17,7 @@ from reliablelink._core import (
     rotate_tokens,
 )
 from reliablelink._core._frames import PREFACE, FrameType, encode_frame
-from tests.corepair import KEY
+from tests.helpers import KEY
 
 
 def _until_auth(client: ClientHandshake, server: ServerHandshake, key: bytes | None = KEY) -> object:
