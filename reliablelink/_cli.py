@@ -1,54 +1,148 @@
-"""The ``reliablelink`` command line."""
+"""The ``reliablelink`` command line.
+
+Every subcommand ends with one of the :class:`ExitCode` statuses, listed in one place
+(:data:`EXIT_CODES`, shown by ``reliablelink --help`` and in the docs). A mistake a user can
+act on (a bad URL, a port in use, a refused key, a server out of reach, a missing key file,
+Ctrl-C) is reported as one line on standard error, ``reliablelink COMMAND: what happened;
+what to do``, never as a traceback. Anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import enum
+import errno
 import functools
 import logging
 import math
 import random
+import socket
 import sys
+import textwrap
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import trio
 
 _T = TypeVar("_T")
 
 
+class ExitCode(enum.IntEnum):
+    """The exit statuses of ``reliablelink`` and its subcommands."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    REFUSED = 3
+    UNREACHABLE = 4
+    CANNOT_LISTEN = 5
+    INTERRUPTED = 130
+
+
+EXIT_CODES: dict[ExitCode, str] = {
+    ExitCode.OK: "the run ended and its check passed (the demos: the ledger is exact)",
+    ExitCode.FAILED: "the run ended and its check failed: a ledger that is not exact, or a run too short to "
+    "check anything",
+    ExitCode.USAGE: "a bad option, URL, key or key file",
+    ExitCode.REFUSED: "the server refused the credentials: a wrong key, or a client id it does not know",
+    ExitCode.UNREACHABLE: "the server (or the proxy's upstream) could not be reached",
+    ExitCode.CANNOT_LISTEN: "cannot listen on the address: in use, not an address of this machine, or not allowed",
+    ExitCode.INTERRUPTED: "stopped by Ctrl-C before it could finish (a second Ctrl-C, or one during start-up)",
+}
+
+
+def _exit_codes_epilog() -> str:
+    lines = ["exit status:"]
+    for code, text in EXIT_CODES.items():
+        lines.append(textwrap.fill(text, 78, initial_indent=f"  {int(code):>3}  ", subsequent_indent=" " * 7))
+    return "\n".join(lines)
+
+
 class _CommandError(Exception):
     """A subcommand failed; the reason is already on standard error."""
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: ExitCode) -> None:
         super().__init__(status)
         self.status = status
 
 
-def _run_trio(command: str, async_fn: Callable[[], Awaitable[_T]], *, hint: str = "") -> _T:
+def _say_error(command: str, message: str) -> None:
+    print(f"reliablelink {command}: {message}", file=sys.stderr, flush=True)
+
+
+def _fail(command: str, status: ExitCode, message: str) -> int:
+    """Print ``reliablelink COMMAND: message`` on standard error; return ``status``."""
+    _say_error(command, message)
+    return status
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """What a subcommand was pointed at, to say which option a one-line error is about."""
+
+    listen: str | None = None
+    connect: str | None = None
+    client_id: str | None = None
+
+
+def _explain(exc: BaseException, where: _Where) -> tuple[ExitCode, str] | None:
+    """The exit status and the one line for an error a user can act on; ``None``: a bug."""
+    from ._errors import AuthenticationError, ConnectionFailed
+    from .demo.chat import NothingChecked
+
+    if isinstance(exc, NothingChecked):
+        return ExitCode.FAILED, str(exc)
+    if isinstance(exc, AuthenticationError):
+        return ExitCode.REFUSED, (
+            f"{exc}; a wrong key, or a client id the server does not know: check that --id {where.client_id} "
+            f"and --key match a line of the server's key file (--connect {where.connect})"
+        )
+    if isinstance(exc, ConnectionFailed):
+        return ExitCode.UNREACHABLE, f"{exc}; is the server running, and is --connect {where.connect} right?"
+    if isinstance(exc, ValueError):
+        option = f"--listen {where.listen}" if where.listen is not None else f"--connect {where.connect}"
+        return ExitCode.USAGE, f"{exc} ({option})"
+    if isinstance(exc, OSError) and where.listen is not None:
+        return ExitCode.CANNOT_LISTEN, f"{_os_reason(exc)}{_listen_advice(exc)} (--listen {where.listen})"
+    return None
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror if exc.errno is not None and exc.strerror else str(exc)
+
+
+def _listen_advice(exc: OSError) -> str:
+    if isinstance(exc, socket.gaierror):
+        return "; check the host name"
+    return {
+        errno.EADDRINUSE: "; another program listens there: stop it, or pick another port",
+        errno.EACCES: "; not allowed here (ports below 1024 need privileges): pick another port or path",
+        errno.EADDRNOTAVAIL: "; that is not an address of this machine: use 127.0.0.1, 0.0.0.0 or one of its own",
+        errno.ENOENT: "; create the directory, or pick another path",
+    }.get(exc.errno or 0, "")
+
+
+def _run_trio(command: str, async_fn: Callable[[], Awaitable[_T]], where: _Where) -> _T:
     """``trio.run(async_fn)``, with the errors a user can act on reported in one line.
 
-    A bad URL (``ValueError``), a port in use or an unreachable path (``OSError``) and a
-    refused key (:class:`~reliablelink.AuthenticationError`) are printed as
-    ``reliablelink COMMAND: message (hint)`` instead of an exception group's traceback, and
-    raised as :class:`_CommandError` with status 2. Anything else keeps its traceback; a
-    Ctrl-C comes out as a plain ``KeyboardInterrupt``.
+    Raises:
+        _CommandError: an error :func:`_explain` knows, already reported on standard error.
+        KeyboardInterrupt: Ctrl-C reached it (before its own signal handling, or forced).
     """
-    from ._errors import ReliableLinkError
-
     try:
         return trio.run(async_fn)
-    except Exception as exc:
-        leaves = _leaves(exc)
-        if not all(isinstance(leaf, (OSError, ValueError, ReliableLinkError)) for leaf in leaves):
-            raise
-        suffix = f" ({hint})" if hint else ""
-        for message in dict.fromkeys(str(leaf) or type(leaf).__name__ for leaf in leaves):
-            print(f"reliablelink {command}: {message}{suffix}", file=sys.stderr)
-        raise _CommandError(2) from None
-    except BaseExceptionGroup as group:
-        if all(isinstance(leaf, KeyboardInterrupt) for leaf in _leaves(group)):
+    except (Exception, BaseExceptionGroup) as exc:
+        leaves = [leaf for leaf in _leaves(exc) if not isinstance(leaf, trio.Cancelled)]
+        if leaves and all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
             raise KeyboardInterrupt from None
-        raise
+        explained = [_explain(leaf, where) for leaf in leaves]
+        first = explained[0] if explained else None
+        if first is None or any(e is None for e in explained):
+            raise
+        _say_error(command, first[1])
+        raise _CommandError(first[0]) from None
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -58,13 +152,32 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+def _url_problem(url: str, *, tcp_only: bool = False) -> str | None:
+    """Why ``url`` cannot work (``None``: it may), found before anything starts."""
+    from .transports import get_transport
+
+    try:
+        if tcp_only:
+            parts = urlsplit(url)
+            if parts.scheme != "tcp" or not parts.hostname or parts.port is None:
+                return f"expected tcp://host:port, got {url!r} (the proxy forwards TCP: give a server's host and port)"
+            return None
+        _, parts = get_transport(url)
+        if parts.scheme in ("tcp", "tls") and (not parts.hostname or parts.port is None):
+            return f"a {parts.scheme}:// URL needs a host and a port, got {url!r}"
+    except ValueError as exc:  # also a port that is not a number
+        return str(exc)
+    return None
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo.run import run_demo_command
     from .demo.views import make_view
 
-    # The demo reports expiries and reconnects itself; the library's own warnings about
-    # them would only repeat that.
-    logging.getLogger("reliablelink").setLevel(logging.ERROR)
+    if args.log_level is None:
+        # The demo reports expiries and reconnects itself; the library's own warnings about
+        # them would only repeat that.
+        logging.getLogger("reliablelink").setLevel(logging.ERROR)
     view = make_view(plain=args.plain)
     try:
         report = _run_trio(
@@ -77,32 +190,34 @@ def _demo(args: argparse.Namespace) -> int:
                 visitors=args.visitors,
                 seed=args.seed,
             ),
+            _Where(),
         )
     except _CommandError as exc:
         view.stop()
         return exc.status
+    except KeyboardInterrupt:
+        view.stop()
+        raise
     if report is None:
-        return 130  # interrupted twice
+        return _fail("demo", ExitCode.INTERRUPTED, "stopped at once by a second Ctrl-C; nothing was checked")
     for line in report.lines():
         view.line(line)
-    return 0 if report.ok else 1
+    return ExitCode.OK if report.ok else ExitCode.FAILED
 
 
 def _demo_server(args: argparse.Namespace) -> int:
     from ._keys import load_key_file
     from .demo.server import DemoServerSettings, run_demo_server
 
+    command = "demo-server"
+    if problem := _url_problem(args.listen):
+        return _fail(command, ExitCode.USAGE, f"{problem} (--listen {args.listen})")
     try:
         keys = load_key_file(args.keys)
     except (OSError, ValueError) as exc:
-        print(f"reliablelink demo-server: cannot read the keys: {exc}", file=sys.stderr)
-        return 2
+        return _fail(command, ExitCode.USAGE, f"cannot read the keys: {exc}")
     if not keys:
-        print(
-            f"reliablelink demo-server: no keys in {args.keys} (make some with 'reliablelink keygen')", file=sys.stderr
-        )
-        return 2
-    _log_warnings()
+        return _fail(command, ExitCode.USAGE, f"no keys in {args.keys} (make some with 'reliablelink keygen')")
     settings = DemoServerSettings(
         listen=args.listen,
         keys=keys,
@@ -113,7 +228,7 @@ def _demo_server(args: argparse.Namespace) -> int:
         session_ttl=args.session_ttl,
     )
     try:
-        return _run_trio("demo-server", functools.partial(run_demo_server, settings), hint=f"--listen {args.listen}")
+        return _run_trio(command, functools.partial(run_demo_server, settings), _Where(listen=args.listen))
     except _CommandError as exc:
         return exc.status
 
@@ -121,12 +236,13 @@ def _demo_server(args: argparse.Namespace) -> int:
 def _demo_agent(args: argparse.Namespace) -> int:
     from .demo.desk import DemoAgentSettings, run_demo_agent
 
+    command = "demo-agent"
+    if problem := _url_problem(args.connect):
+        return _fail(command, ExitCode.USAGE, f"{problem} (--connect {args.connect})")
     try:
         key = _read_key(args.key, args.id)
     except (OSError, ValueError) as exc:
-        print(f"reliablelink demo-agent: bad --key: {exc}", file=sys.stderr)
-        return 2
-    _log_warnings()
+        return _fail(command, ExitCode.USAGE, f"bad --key: {exc}")
     settings = DemoAgentSettings(
         url=args.connect,
         agent=args.id,
@@ -134,10 +250,12 @@ def _demo_agent(args: argparse.Namespace) -> int:
         interactive=sys.stdin.isatty() and not args.scripted,
         duration=args.duration,
         heartbeat_interval=args.heartbeat,
+        connect_timeout=args.connect_timeout,
+        retry_report=min(3.0, args.connect_timeout),
     )
     try:
         return _run_trio(
-            "demo-agent", functools.partial(run_demo_agent, settings), hint=f"--id {args.id}, --connect {args.connect}"
+            command, functools.partial(run_demo_agent, settings), _Where(connect=args.connect, client_id=args.id)
         )
     except _CommandError as exc:
         return exc.status
@@ -162,8 +280,12 @@ def _read_key(value: str, client_id: str) -> bytes:
     return keys[client_id]
 
 
-def _log_warnings() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+def _configure_logging(level: str | None) -> None:
+    """Log lines go to standard error: WARNING and above, or from ``--log-level`` up."""
+    if level is None:
+        logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    else:
+        logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _echo_demo(args: argparse.Namespace) -> int:
@@ -171,7 +293,9 @@ def _echo_demo(args: argparse.Namespace) -> int:
 
     try:
         report = _run_trio(
-            "echo-demo", functools.partial(echo_with_cuts, messages=args.messages, cuts=args.cuts, size=args.size)
+            "echo-demo",
+            functools.partial(echo_with_cuts, messages=args.messages, cuts=args.cuts, size=args.size),
+            _Where(),
         )
     except _CommandError as exc:
         return exc.status
@@ -184,7 +308,7 @@ def _echo_demo(args: argparse.Namespace) -> int:
         f"ledger: sent {total_sent}, delivered {up.delivered + down.delivered}, lost {up.lost + down.lost}, "
         f"duplicated {up.duplicated + down.duplicated}, reordered {up.reordered + down.reordered}"
     )
-    return 0 if report.exact and report.cuts >= args.cuts else 1
+    return ExitCode.OK if report.exact and report.cuts >= args.cuts else ExitCode.FAILED
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -192,10 +316,9 @@ def _keygen(args: argparse.Namespace) -> int:
 
     for client_id in args.client_ids:
         if any(c.isspace() for c in client_id) or not client_id:
-            print(f"reliablelink keygen: client id {client_id!r} must be non-empty without spaces", file=sys.stderr)
-            return 2
+            return _fail("keygen", ExitCode.USAGE, f"client id {client_id!r} must be non-empty without spaces")
         print(f"{client_id} {generate_key().hex()}")
-    return 0
+    return ExitCode.OK
 
 
 def _at_least(low: float, convert: Callable[[str], float] = float) -> Callable[[str], float]:
@@ -212,23 +335,71 @@ def _at_least(low: float, convert: Callable[[str], float] = float) -> Callable[[
 
 _count = _at_least(1, int)
 
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
 
 def run(argv: list[str]) -> int:
     """Parse ``argv`` and run the chosen subcommand; return the exit status."""
-    parser = argparse.ArgumentParser(prog="reliablelink", description="reliablelink tools and demos")
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.log_level)
+    try:
+        result: int = args.func(args)
+    except KeyboardInterrupt:
+        return _fail(args.command, ExitCode.INTERRUPTED, "interrupted (Ctrl-C) before it could finish")
+    return int(result)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reliablelink",
+        description="reliablelink tools and demos",
+        epilog=_exit_codes_epilog(),
+        formatter_class=_DescriptionWrapped,
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=_LOG_LEVELS,
+        default=None,
+        metavar="LEVEL",
+        help=f"show the library's log lines from LEVEL up ({', '.join(_LOG_LEVELS)}; default: warnings only)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
     _add_echo_demo(sub)
     _add_demo_server(sub)
     _add_demo_agent(sub)
     _add_chaos_proxy(sub)
-    keygen = sub.add_parser("keygen", help="print new random keys as key-file lines ('client_id hexkey')")
+    keygen = _add_parser(
+        sub, "keygen", help="print new random keys as key-file lines ('client_id hexkey')", description=""
+    )
     keygen.add_argument("client_ids", nargs="+", metavar="CLIENT_ID", help="client ids to make keys for")
     keygen.set_defaults(func=_keygen)
-    args = parser.parse_args(argv)
-    result: int = args.func(args)
-    return result
+    return parser
+
+
+def _add_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, *, help: str, description: str
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with the exit statuses."""
+    return sub.add_parser(
+        name,
+        help=help,
+        description=description or None,
+        epilog=_exit_codes_epilog(),
+        formatter_class=_DescriptionWrapped,
+    )
+
+
+class _DescriptionWrapped(argparse.HelpFormatter):
+    """Wraps the description to the terminal; keeps the epilog's lines (the exit statuses) as they are."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("exit status:"):
+            return text
+        return super()._fill_text(text, width, indent)
 
 
 def _version() -> str:
@@ -241,11 +412,15 @@ def _version() -> str:
 
 
 def _add_chaos_proxy(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    proxy = sub.add_parser(
+    proxy = _add_parser(
+        sub,
         "chaos-proxy",
         help="a TCP proxy that adds latency, caps bandwidth, slices, blackholes and resets connections",
         description="Forward --listen to --upstream and misbehave. Toxics: latency=S, jitter=S, bandwidth=BYTES_PER_S, "
-        "segment=N, blackhole=to_server|to_client|both, reset_after=BYTES, slow_close=S, refuse=1.",
+        "segment=N, blackhole=to_server|to_client|both, reset_after=BYTES, slow_close=S, refuse=1. "
+        "While it runs, SIGUSR1 pulls the cable (open connections go silent, new ones are refused) and "
+        "SIGUSR2 restores it; on a terminal the keys p (pull), r (restore), k (reset every connection) and "
+        "q (quit) do the same. Ctrl-C stops it and prints a summary.",
     )
     proxy.add_argument("--listen", required=True, help="tcp://host:port to listen on")
     proxy.add_argument("--upstream", required=True, help="tcp://host:port of the real server")
@@ -256,34 +431,35 @@ def _add_chaos_proxy(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _chaos_proxy(args: argparse.Namespace) -> int:
-    from .testing._proxy_cli import parse_toxics, run_proxy
+    from .testing._proxy_cli import keys_available, parse_toxics, run_proxy
 
+    command = "chaos-proxy"
+    for option, url in (("--listen", args.listen), ("--upstream", args.upstream)):
+        if problem := _url_problem(url, tcp_only=True):
+            return _fail(command, ExitCode.USAGE, f"{option}: {problem}")
     try:
         toxics = parse_toxics(args.toxic)
     except ValueError as exc:
-        print(f"reliablelink chaos-proxy: {exc}", file=sys.stderr)
-        return 2
+        return _fail(command, ExitCode.USAGE, str(exc))
+    run = functools.partial(
+        run_proxy, args.listen, args.upstream, toxics, args.kill_every, args.duration, keys=keys_available()
+    )
     try:
-        return _run_trio(
-            "chaos-proxy",
-            functools.partial(run_proxy, args.listen, args.upstream, toxics, args.kill_every, args.duration),
-            hint=f"--listen {args.listen}",
-        )
+        return _run_trio(command, run, _Where(listen=args.listen))
     except _CommandError as exc:
         return exc.status
-    except KeyboardInterrupt:
-        return 0
 
 
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    demo = sub.add_parser(
+    demo = _add_parser(
+        sub,
         "demo",
         help="customer service in one process: a server, agents behind chaos proxies, visitors; cables pulled",
         description=(
             "A server routes visitor chats to agents whose links run through chaos proxies; cables are pulled "
             "and restored on a seeded schedule (one pull outlasts session_ttl: the session expires and its "
             "conversations go to another agent). Ends with a ledger of every message both ways; exit status 0 "
-            "only if nothing was lost, duplicated or reordered."
+            "only if nothing was lost, duplicated or reordered, and the run showed a pull and an expiry."
         ),
     )
     demo.add_argument("--duration", type=_at_least(3.0), default=10.0, help="seconds of chatting (default 10)")
@@ -295,7 +471,8 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _add_echo_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    echo = sub.add_parser(
+    echo = _add_parser(
+        sub,
         "echo-demo",
         help="echo server and client exchanging messages while the connection is cut and restored",
         description=(
@@ -314,14 +491,16 @@ def _add_echo_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _add_demo_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    server = sub.add_parser(
+    server = _add_parser(
+        sub,
         "demo-server",
         help="customer-service server with simulated visitors, for agents started with demo-agent",
         description=(
             "Listens for agents, simulates visitors and routes their chats to the agents online; an agent whose "
             "session expires has its unanswered conversations handed to another agent. The first line printed is "
             "'listening on URL'. Ctrl-C stops cleanly (the agents end too) and prints the ledger; exit status 0 "
-            "only if every visitor message got exactly one answer, in order."
+            "only if every visitor message that an agent held got exactly one answer, in order (messages still "
+            "waiting for an agent when the agents left are counted apart), and at least one answer came back."
         ),
     )
     server.add_argument("--listen", required=True, metavar="URL", help="where to listen, e.g. tcp://0.0.0.0:7000")
@@ -335,13 +514,16 @@ def _add_demo_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _add_demo_agent(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    agent = sub.add_parser(
+    agent = _add_parser(
+        sub,
         "demo-agent",
         help="an agent desk for demo-server: shows visitors' messages and answers them",
         description=(
             "Connects to demo-server and answers every visitor message: typed answers on a terminal (an empty "
             "line sends the scripted one), scripted answers otherwise. Pull the cable: it reconnects and resumes "
-            "with nothing lost. Ends with Ctrl-C, --duration, or when the server closes the session."
+            "with nothing lost. While the server is out of reach it says so every few seconds, and gives up "
+            "after --connect-timeout. Ends with Ctrl-C, --duration, or when the server closes the session; a run "
+            "in which no visitor message arrived checked nothing and fails."
         ),
     )
     agent.add_argument("--connect", required=True, metavar="URL", help="the server, e.g. tcp://host:7000")
@@ -349,5 +531,12 @@ def _add_demo_agent(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     agent.add_argument("--key", required=True, metavar="KEY|@FILE", help="the key (hex or base64) or @keyfile")
     agent.add_argument("--duration", type=_at_least(0.1), default=math.inf, help="stop after SECONDS")
     agent.add_argument("--heartbeat", type=_at_least(0.05), default=1.0, help="heartbeat seconds (default 1)")
+    agent.add_argument(
+        "--connect-timeout",
+        type=_at_least(0.1),
+        default=30.0,
+        metavar="SECONDS",
+        help="give up when the server stays out of reach this long (default 30)",
+    )
     agent.add_argument("--scripted", action="store_true", help="scripted answers even on a terminal")
     agent.set_defaults(func=_demo_agent)

@@ -165,10 +165,11 @@ def _check_store(store: object) -> None:
 
 def _reject_unknown(kind: str, opts: dict[str, Any], valid: list[str]) -> None:
     if opts:
-        raise TypeError(f"unknown {kind} option(s) {sorted(opts)}; valid options: {', '.join(sorted(valid))}")
+        raise TypeError(f"unknown {kind} option(s) {sorted(opts)}; valid options: {', '.join(sorted(set(valid)))}")
 
 
-_COMMON = ["heartbeat_interval", "dead_after", "max_message_size", "max_inflight", "max_inflight_bytes", "ssl_context"]
+# The link parameters; the other names are fields of ClientOptions and ServerOptions.
+_COMMON = ["heartbeat_interval", "dead_after", "max_message_size", "max_inflight", "max_inflight_bytes"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from ._guard import AddressGuard
 from ._link import Replaced
 from ._options import ServeOptions, ServerOptions
 from ._session import Session, load_session, new_session
-from ._util import KeyLookup, collapse_exception_groups, key_lookup
+from ._util import KeyLookup, check_handler, collapse_exception_groups, key_lookup
 from .stores import SessionRecord, StoreError, StoreFenced
 from .transports import StreamOptions, get_transport
 
@@ -506,7 +506,14 @@ async def serve(
             on any of them. A session loaded from the store gets its handler started again
             (:attr:`Session.restored` is true). Typed as :class:`ServeOptions`, so type
             checkers and IDEs know the names and types.
+
+    Raises:
+        TypeError: ``handler`` is not an async function, ``keys`` is neither a mapping, a
+            callable nor a path, or an option is unknown (all at once, before listening).
+        ValueError: a bad URL or option value.
+        OSError: cannot listen on ``url`` (the message names the address or path).
     """
+    check_handler(handler)
     opts = ServerOptions.from_kwargs(options)
     transport, parts = get_transport(url)
     lookup = key_lookup(keys)

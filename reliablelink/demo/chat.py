@@ -84,6 +84,7 @@ __all__ = [
     "ChatLedger",
     "LinkCounts",
     "LinkTally",
+    "NothingChecked",
     "VisitorMessage",
     "decode_answer",
     "decode_visitor_message",
@@ -95,6 +96,10 @@ __all__ = [
 _T = TypeVar("_T")
 
 # -- the protocol ------------------------------------------------------------------------
+
+
+class NothingChecked(Exception):
+    """A demo run ended before any message could be checked: it proves nothing, so it fails."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,17 @@ from typing import Any, Protocol
 import trio
 
 from .. import Backoff, ConnectionFailed, LinkState, ReliableLinkError, Session, SessionExpired, connect
-from .chat import Answer, ArrivalCheck, ChatLedger, LinkTally, VisitorMessage, decode_visitor_message, scripted_answer
+from .._util import why_unreachable
+from .chat import (
+    Answer,
+    ArrivalCheck,
+    ChatLedger,
+    LinkTally,
+    NothingChecked,
+    VisitorMessage,
+    decode_visitor_message,
+    scripted_answer,
+)
 from .views import TimedPrinter, stop_on_signals
 
 __all__ = [
@@ -119,7 +129,10 @@ class AgentDesk:
         answerer: writes the answers.
         events: told about what happens.
         ledger: in the one-process demo, the shared ledger to record receipts and answers in.
-        options: passed to :func:`reliablelink.connect`.
+        options: passed to :func:`reliablelink.connect` (its ``connect_timeout`` bounds each
+            try, so a server out of reach is reported that often).
+        give_up_after: seconds of failed tries in a row before :meth:`run` raises
+            ``ConnectionFailed`` (default: never give up).
     """
 
     def __init__(
@@ -132,6 +145,7 @@ class AgentDesk:
         events: DeskEvents | None = None,
         ledger: ChatLedger | None = None,
         options: Mapping[str, Any] | None = None,
+        give_up_after: float = math.inf,
     ) -> None:
         self.url = url
         self.agent = agent
@@ -145,6 +159,8 @@ class AgentDesk:
         self.tally = LinkTally()
         self.check = ArrivalCheck()
         self.closed_by_server = False
+        self.give_up_after = give_up_after
+        self.unreachable: ConnectionFailed | None = None  # the last failed try, until a session starts
         self._stopping = False
         self._run_scope = trio.CancelScope()
         self._session_scope: trio.CancelScope | None = None
@@ -162,14 +178,31 @@ class AgentDesk:
 
         Raises:
             AuthenticationError: the server does not accept this agent's id and key.
+            ConnectionFailed: the server was out of reach for ``give_up_after`` seconds.
         """
         with self._run_scope:
+            failing_since: float | None = None
             while not self._stopping:
+                options = dict(self._options)
+                if failing_since is not None and self.give_up_after < math.inf:
+                    # The last try ends about when the time to give up comes.
+                    left = failing_since + self.give_up_after - trio.current_time()
+                    options["connect_timeout"] = max(1.0, min(options.get("connect_timeout", left), left))
+                began = trio.current_time()
                 try:
-                    async with connect(self.url, client_id=self.agent, key=self._key, **self._options) as session:
+                    async with connect(self.url, client_id=self.agent, key=self._key, **options) as session:
+                        self.unreachable, failing_since = None, None
                         ended = await self._serve(session)
                 except ConnectionFailed as exc:
-                    self._events.note(self, f"cannot reach the server ({exc}); trying again")
+                    self.unreachable = exc
+                    now = trio.current_time()
+                    failing_since = began if failing_since is None else failing_since
+                    reason = why_unreachable(exc)
+                    if now - failing_since >= self.give_up_after:
+                        raise ConnectionFailed(
+                            f"cannot reach {self.url} within {self.give_up_after:g} s ({reason})"
+                        ) from exc
+                    self._events.note(self, f"cannot reach {self.url} ({reason}), retrying")
                     self._set_state("connecting")
                     continue
                 if isinstance(ended, SessionExpired):
@@ -277,6 +310,9 @@ class DemoAgentSettings:
         interactive: read answers from standard input.
         duration: seconds before stopping by itself (``math.inf``: until stopped).
         heartbeat_interval: heartbeat (``dead_after`` is three of them).
+        connect_timeout: seconds of failed tries in a row before giving up.
+        retry_report: seconds between "cannot reach" lines while the server is out of reach
+            (each try is bounded by it).
     """
 
     url: str
@@ -285,6 +321,8 @@ class DemoAgentSettings:
     interactive: bool = False
     duration: float = math.inf
     heartbeat_interval: float = 1.0
+    connect_timeout: float = 30.0
+    retry_report: float = 3.0
 
 
 class _Printer(DeskEvents):
@@ -306,10 +344,13 @@ class _Printer(DeskEvents):
 
 
 async def run_demo_agent(settings: DemoAgentSettings, say: TimedPrinter | None = None) -> int:
-    """Run the agent until stopped; return the exit status.
+    """Run the agent until stopped; return the exit status (0: the ledger is exact, 1: not).
 
     Raises:
         AuthenticationError: the server does not know this agent's id and key.
+        ConnectionFailed: the server was out of reach for ``connect_timeout`` seconds, or
+            until the run ended.
+        NothingChecked: the run ended before any visitor message arrived.
     """
     say = say or TimedPrinter()
     answerer: Answerer = TypedAnswerer() if settings.interactive else ScriptedAnswerer((0.05, 0.3))
@@ -324,7 +365,9 @@ async def run_demo_agent(settings: DemoAgentSettings, say: TimedPrinter | None =
             "dead_after": 3 * settings.heartbeat_interval,
             "reconnect_backoff": Backoff(0.1, 2.0),
             "close_timeout": 3.0,
+            "connect_timeout": min(settings.retry_report, settings.connect_timeout),
         },
+        give_up_after=settings.connect_timeout,
     )
     say(f"{settings.agent}: connecting to {settings.url}" + (" (type your answers)" if settings.interactive else ""))
     with trio.CancelScope() as force:
@@ -332,15 +375,28 @@ async def run_demo_agent(settings: DemoAgentSettings, say: TimedPrinter | None =
             await nursery.start(stop_on_signals, desk.stop, force, say)
             if settings.duration < math.inf:
                 nursery.start_soon(_stop_after, settings.duration, desk)
-            await desk.run()
-            nursery.cancel_scope.cancel()
+            try:
+                await desk.run()
+            finally:
+                nursery.cancel_scope.cancel()
+                _report(desk, say)
+    if desk.tally.counts().sessions == 0 and not desk.closed_by_server:
+        reason = "" if desk.unreachable is None else f" ({why_unreachable(desk.unreachable)})"
+        raise ConnectionFailed(f"the run ended before the agent reached {settings.url}{reason}")
+    if desk.check.received == 0:
+        raise NothingChecked("no visitor message arrived, so nothing was checked; run it longer (--duration)")
+    return 0 if desk.check.exact else 1
+
+
+def _report(desk: AgentDesk, say: TimedPrinter) -> None:
+    if desk.tally.counts().sessions == 0:
+        return  # never connected: nothing to report
     counts = desk.tally.counts()
     say.plain(desk.check.line())
     say.plain(
         f"link: sessions {counts.sessions}, expired {counts.expired}, "
         f"reconnects {counts.reconnects}, resent {counts.resent}"
     )
-    return 0 if desk.check.exact else 1
 
 
 async def _stop_after(seconds: float, desk: AgentDesk) -> None:

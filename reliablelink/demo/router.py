@@ -143,6 +143,15 @@ class Router:
         """Every visitor message has its answer."""
         return all(conv.unanswered == 0 for conv in self.conversations.values())
 
+    def nothing_to_wait_for(self) -> bool:
+        """Every visitor message has its answer, or no agent session is left to answer it."""
+        return not self.agents or self.all_answered()
+
+    def waiting(self) -> int:
+        """Unanswered visitor messages of conversations that no agent session holds (they
+        wait for an agent to come online)."""
+        return sum(conv.unanswered for conv in self.conversations.values() if conv.owner is None)
+
     @property
     def messages(self) -> tuple[int, int]:
         """``(visitor messages, answered)`` so far."""

@@ -117,6 +117,8 @@ class DemoReport:
             out.append("interrupted: the chatting ended early")
         elif not self.expired:
             out.append("no session expired: the long pull did not outlast session_ttl (the demo expects one)")
+        if self.total.sent == 0:
+            out.append("no message was exchanged, so nothing was checked: the run proves nothing")
         out.append(self.total.line("ledger"))
         return out
 

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import trio
 
+from ..transports._tcp import open_listeners
 from ._forward import CHUNK, splice
 from ._renames import TOXIC_DIRECTION_RENAMES, TOXIC_RENAMES, warn_renamed
 
@@ -226,6 +227,8 @@ class ChaosProxy:
         self.url = ""
         self.connections_made = 0
         self.kills = 0
+        self.upstream_failures = 0
+        self.upstream_error: OSError | None = None
 
     @property
     def refuse(self) -> bool:
@@ -259,7 +262,7 @@ class ChaosProxy:
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen and forward until cancelled; reports the URL to connect to."""
-        listeners = await trio.open_tcp_listeners(self._listen[1], host=self._listen[0])
+        listeners = await open_listeners(self._listen[0], self._listen[1])
         port = listeners[0].socket.getsockname()[1]
         self.url = f"tcp://{self._listen[0]}:{port}"
         task_status.started(self.url)
@@ -271,7 +274,9 @@ class ChaosProxy:
             return
         try:
             upstream = await trio.open_tcp_stream(*self._upstream)
-        except OSError:
+        except OSError as exc:
+            self.upstream_failures += 1
+            self.upstream_error = exc
             await trio.aclose_forcefully(client)
             return
         conn = _Proxied(client, upstream)

@@ -10,7 +10,7 @@ import trio
 
 from ._base import StreamHandler, StreamOptions
 
-__all__ = ["TCPTransport", "tune_socket"]
+__all__ = ["TCPTransport", "open_listeners", "tune_socket"]
 
 
 def tune_socket(sock: trio.socket.SocketType, dead_after: float) -> None:
@@ -33,6 +33,19 @@ def tune_socket(sock: trio.socket.SocketType, dead_after: float) -> None:
         if opt is not None:
             with contextlib.suppress(OSError):  # a platform without this option
                 sock.setsockopt(socket.IPPROTO_TCP, opt, value)
+
+
+async def open_listeners(host: str | None, port: int) -> list[trio.SocketListener]:
+    """:func:`trio.open_tcp_listeners`, with the address in the error, for example
+    ``OSError: [Errno 98] cannot listen on 127.0.0.1:7000: Address already in use``."""
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        where = f"[{host}]:{port}" if host and ":" in host else f"{host or '*'}:{port}"
+        reason = exc.strerror or str(exc)
+        if exc.errno is None:
+            raise OSError(f"cannot listen on {where}: {reason}") from exc
+        raise OSError(exc.errno, f"cannot listen on {where}: {reason}") from exc
 
 
 def _host_port(url: SplitResult) -> tuple[str, int]:
@@ -65,7 +78,7 @@ class TCPTransport:
     ) -> None:
         """Listen on every address of the host; report ``tcp://host:port`` with the real port."""
         host, port = _host_port(url)
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        listeners = await open_listeners(host, port)
 
         async def tuned(stream: trio.SocketStream) -> None:
             try:

@@ -19,7 +19,7 @@ from urllib.parse import SplitResult
 import trio
 
 from ._base import StreamHandler, StreamOptions
-from ._tcp import tune_socket
+from ._tcp import open_listeners, tune_socket
 
 __all__ = ["TLSTransport"]
 
@@ -157,7 +157,7 @@ class TLSTransport:
                 "holds the server's certificate, e.g. ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH); "
                 "ctx.load_cert_chain('cert.pem', 'key.pem')"
             )
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        listeners = await open_listeners(host, port)
 
         async def secured(tcp: trio.SocketStream) -> None:
             try:

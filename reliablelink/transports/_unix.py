@@ -75,7 +75,10 @@ class UnixTransport:
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         bound: os.stat_result | None = None
         try:
-            await sock.bind(path)
+            try:
+                await sock.bind(path)
+            except OSError as exc:
+                raise _bind_error(exc, path) from exc
             bound = os.stat(path)
             sock.listen(socket.SOMAXCONN)
             listener = trio.SocketListener(sock)
@@ -85,6 +88,16 @@ class UnixTransport:
             sock.close()
             if bound is not None:
                 _unlink_if_ours(path, bound)
+
+
+def _bind_error(exc: OSError, path: str) -> OSError:
+    """The error of binding ``path``, with the path in it (the socket's own error has none)."""
+    reason = exc.strerror or str(exc)
+    if isinstance(exc, FileNotFoundError):
+        reason += f" (the directory {os.path.dirname(path) or '/'} does not exist)"
+    if exc.errno is None:
+        return OSError(f"cannot listen on unix socket {path}: {reason}")
+    return OSError(exc.errno, f"cannot listen on unix socket {path}: {reason}")
 
 
 def _unlink_if_ours(path: str, bound: os.stat_result) -> None:

@@ -31,7 +31,7 @@ from urllib.parse import SplitResult, urlsplit
 import trio
 
 from ._base import StreamHandler, StreamOptions
-from ._tcp import tune_socket
+from ._tcp import open_listeners, tune_socket
 from ._tls import host_port, peer_of, shown_host, tls_accept, tls_connect
 
 try:
@@ -352,7 +352,7 @@ class WebSocketTransport:
                 "ctx.load_cert_chain('cert.pem', 'key.pem')"
             )
         max_message = _max_message(options)
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        listeners = await open_listeners(host, port)
 
         async def upgrade(tcp: trio.SocketStream) -> None:
             peer = peer_of(tcp)
