@@ -5,6 +5,9 @@ outlives its connections: a pulled cable makes ``send`` and ``receive`` wait, ne
 repeat or reorder a message.
 """
 
+import logging as _logging
+
+from . import metrics as metrics
 from ._client import connect as connect
 from ._errors import AuthenticationError as AuthenticationError
 from ._errors import ConnectionFailed as ConnectionFailed
@@ -31,3 +34,6 @@ from .stores import StoreError as StoreError
 from .stores import StoreFenced as StoreFenced
 
 __version__ = "0.1.0"
+
+# A library adds no handler of its own: without logging configured, nothing is printed.
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from . import _stats
 from ._core import LinkDead, LinkParams, PeerClosed, PeerError, SessionCore, SessionState, Transition
 from ._core._frames import ErrorCode, encode_error
 from ._durable import Durability
@@ -88,6 +89,8 @@ class Carrier:
             first bytes after the WELCOME arrive or the session ends. The server starts the
             handler then, so that a session whose WELCOME was lost never accepts messages
             from the application that no client will resume.
+        counters: the operational counters of this session's role (client or server side;
+            see :mod:`reliablelink._stats`), set when the client or server tracks it.
     """
 
     def __init__(self, core: SessionCore, *, close_timeout: float) -> None:
@@ -100,6 +103,7 @@ class Carrier:
         self.durable: Durability | None = None
         self.on_link_state: Callable[[LinkState], None] | None = None
         self.heard: trio.Event | None = None
+        self.counters = _stats.UNTRACKED
         self._offline_since: float | None = None
         self._offline_total = 0.0
         self._recv_lot = trio.lowlevel.ParkingLot()
@@ -223,6 +227,7 @@ class Carrier:
         now = trio.current_time()
         if state is LinkState.CONNECTED and self._offline_since is not None:
             self._offline_total += now - self._offline_since
+            self.counters.reconnect_seconds.observe(now - self._offline_since)
             self._offline_since = None
         elif state is LinkState.RECONNECTING and self.core.stats.attaches > 0:
             self._offline_since = now
@@ -260,6 +265,7 @@ class Carrier:
         else:
             self.detach(LinkLost(f"session ended: {error}"))
         self._set_link_state(LinkState.CLOSED)
+        self.counters.session_ended(error, self._offline_total)
         self._wake_all()
 
     def detach(self, reason: BaseException) -> None:
@@ -358,7 +364,9 @@ class Carrier:
 
     # -- carrying the session over one connection --------------------------------------
 
-    async def run_link(self, stream: trio.abc.Stream, params: LinkParams, peer_last_received: int, rest: bytes) -> None:
+    async def run_link(
+        self, stream: trio.abc.Stream, params: LinkParams, peer_last_received: int, rest: bytes
+    ) -> BaseException | None:
         """Attach ``stream`` and carry the session over it until it fails.
 
         Args:
@@ -369,10 +377,13 @@ class Carrier:
 
         Never raises for a connection problem (the caller reconnects or waits); a problem
         that ends the session is recorded with :meth:`finish`.
+
+        Returns:
+            Why the connection ended (for the log), or ``None`` if it was not attached.
         """
         if self.error is not None:
             await trio.aclose_forcefully(stream)
-            return
+            return None
         self.detach(Replaced("replaced by a newer connection"))
         core = self.core
         try:
@@ -382,7 +393,7 @@ class Carrier:
             # repeat messages, so the session ends here with the reason.
             self.finish(exc)
             await trio.aclose_forcefully(stream)
-            return
+            return None
         link = open_link(stream)
         self.link = link
         self._set_link_state(LinkState.CONNECTED)
@@ -411,6 +422,7 @@ class Carrier:
                         with contextlib.suppress(*LINK_ERRORS):
                             await link.write([last_words])
                 await trio.aclose_forcefully(stream)
+        return link.reason
 
     def _feed(self, link: Link, data: bytes) -> None:
         if self.link is not link:

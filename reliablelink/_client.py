@@ -8,9 +8,11 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Unpack
+from urllib.parse import SplitResult
 
 import trio
 
+from . import _stats
 from ._carrier import Carrier
 from ._core import ClientHandshake, HandshakeResult, ResumeRequest, SessionCore
 from ._errors import (
@@ -21,6 +23,7 @@ from ._errors import (
     SessionClosed,
     SessionExpired,
 )
+from ._logs import session_log
 from ._options import ClientOptions, ConnectOptions
 from ._session import Session, load_session, new_session
 from ._util import collapse_exception_groups, key_bytes
@@ -93,6 +96,10 @@ async def connect(
                 assert client.carrier is not None
                 await client.carrier.forget_store()
                 nursery.cancel_scope.cancel()
+                error = client.carrier.error
+                client.log(
+                    logging.INFO, "session ended", reason=_stats.end_reason(error) if error else "-", detail=error
+                )
 
 
 class _Client:
@@ -105,6 +112,7 @@ class _Client:
         self.stream_options = StreamOptions(
             opts.ssl_context, opts.params.dead_after, opts.params.max_message_size, opts.connect_timeout
         )
+        self.peer = _peer_of(url)
         self.rng = random.Random(opts.reconnect_backoff.seed)
         self.last_error: BaseException | None = None
         # The session, once there is one: the application's view, the carrier this client
@@ -120,6 +128,22 @@ class _Client:
 
     def _hold(self, session: Session, carrier: Carrier, session_id: bytes, token: bytes) -> None:
         self.session, self.carrier, self.session_id, self.token = session, carrier, session_id, token
+        _stats.track(carrier, _stats.CLIENT)
+
+    def log(self, level: int, event: str, *, exc_info: bool = False, **fields: object) -> None:
+        """Log ``event`` with the session id (once there is one), client id and server address."""
+        sid = self.session_id.hex()
+        session_log(
+            log,
+            level,
+            event,
+            session=sid,
+            client=self.client_id,
+            peer=self.peer,
+            exc_info=exc_info,
+            stacklevel=2,
+            **fields,
+        )
 
     async def _restore(self) -> None:
         """Take the session kept in the store by an earlier run, if any."""
@@ -138,9 +162,7 @@ class _Client:
         session, carrier = load_session(taken, core, self.opts.close_timeout)
         carrier.use_store(store, taken.key, taken.epoch)
         self._hold(session, carrier, taken.session_id, taken.token)
-        log.info(
-            "resuming stored session %s (%d messages not yet acknowledged)", session.session_id, len(record.unacked)
-        )
+        self.log(logging.INFO, "session restored", unacknowledged=len(record.unacked))
 
     async def run(self, task_status: trio.TaskStatus[Session] = trio.TASK_STATUS_IGNORED) -> None:
         opts = self.opts
@@ -148,36 +170,45 @@ class _Client:
         started = False
         give_up_at = trio.current_time() + opts.connect_timeout
         attempt = 0
+        attempts = _stats.CLIENT.connect_attempts
+        lost_at: float | None = None
         while True:
             try:
                 stream, result, rest = await self._attempt(None if started else give_up_at)
             except ssl.SSLCertVerificationError as exc:
+                attempts["failed"] += 1
                 # Retrying cannot fix a certificate on the first connection: say so at once. Later
                 # (a captive portal, a certificate being rotated) it may clear up: keep trying.
                 if not started:
                     raise ConnectionFailed(f"could not connect to {self.url.geturl()}: {exc}") from exc
-                log.warning("reconnecting to %s: %s", self.url.geturl(), exc)
+                self.log(logging.WARNING, "certificate rejected; reconnecting", reason=exc)
                 await self._back_off(exc, attempt, None)
                 attempt += 1
                 continue
             except _FATAL as exc:
+                attempts["auth_failed" if isinstance(exc, AuthenticationError) else "session_gone"] += 1
                 if self.carrier is None:
                     raise
                 await self._cannot_resume(exc, started)
                 return
             except _TRANSIENT as exc:
+                attempts["failed"] += 1
                 await self._back_off(exc, attempt, None if started else give_up_at)
                 attempt += 1
                 continue
+            attempts["ok"] += 1
             session, carrier = await self._attached(result, stream)
             if not started:
                 started = True
                 task_status.started(session)
             began = trio.current_time()
-            await carrier.run_link(stream, result.params, result.peer_last_received, rest)
+            self._log_attached(result.resumed, lost_at, began)
+            reason = await carrier.run_link(stream, result.params, result.peer_last_received, rest)
             if carrier.ended:
                 await carrier.forget_store()
                 return
+            lost_at = trio.current_time()
+            self.log(logging.INFO, "link lost", reason=reason)
             # A link that stayed up a while resets the backoff. One that died at once (a
             # server or middlebox that accepts and then drops us) backs off like a failed
             # attempt: reconnecting at once would be a tight loop.
@@ -186,6 +217,12 @@ class _Client:
             else:
                 await trio.sleep(opts.reconnect_backoff.delay(attempt, self.rng))
                 attempt += 1
+
+    def _log_attached(self, resumed: bool, lost_at: float | None, now: float) -> None:
+        if lost_at is None:
+            self.log(logging.INFO, "session resumed" if resumed else "session opened")
+        else:
+            self.log(logging.INFO, "session resumed", offline=f"{now - lost_at:.3f}s")
 
     async def _cannot_resume(self, exc: ReliableLinkError, started: bool) -> None:
         """The server refused to resume the session for good: end it (and its stored copy)."""
@@ -200,7 +237,7 @@ class _Client:
                 f"the stored session {session.session_id} cannot be resumed ({lost} messages accepted "
                 f"by send() were never acknowledged and are lost): {exc}"
             ) from exc
-        log.warning("session %s cannot resume: %s", session.session_id, exc)
+        self.log(logging.WARNING, "session cannot resume", reason=exc)
 
     async def _attached(self, result: HandshakeResult, stream: trio.abc.Stream) -> tuple[Session, Carrier]:
         """Record a successful handshake: a new session, or the resume token rotated."""
@@ -245,8 +282,8 @@ class _Client:
                     f"could not connect to {where} within {timeout} s: {self.last_error!r}"
                 ) from self.last_error
             delay = min(delay, give_up_at - now)
-        log.debug(
-            "connection attempt %d to %s failed (%r); retrying in %.3f s", attempt + 1, self.url.geturl(), exc, delay
+        self.log(
+            logging.DEBUG, "connection attempt failed", attempt=attempt + 1, reason=repr(exc), retry_in=f"{delay:.3f}s"
         )
         await trio.sleep(delay)
 
@@ -275,3 +312,9 @@ class _Client:
             except BaseException:
                 await trio.aclose_forcefully(stream)
                 raise
+
+
+def _peer_of(url: SplitResult) -> str:
+    """The server's address for the log: host and port (never credentials or a query), or
+    the path of a Unix socket."""
+    return url.netloc.rpartition("@")[2] or url.path

@@ -12,6 +12,7 @@ from typing import NoReturn, Unpack, final
 
 import trio
 
+from . import _stats
 from ._carrier import Carrier, LinkState
 from ._core import (
     ErrorCode,
@@ -27,9 +28,10 @@ from ._core import (
 )
 from ._core._frames import encode_error
 from ._core._handshake import HandshakeResult
-from ._errors import AuthenticationError, ProtocolError, ReliableLinkError, SessionExpired
+from ._errors import AuthenticationError, ProtocolError, ReliableLinkError, SessionExpired, SessionMoved
 from ._guard import AddressGuard
 from ._link import Replaced
+from ._logs import session_log
 from ._options import ServeOptions, ServerOptions
 from ._session import Session, load_session, new_session
 from ._util import KeyLookup, check_handler, collapse_exception_groups, key_lookup
@@ -57,9 +59,10 @@ class _Held:
         prev_token: the last token the client proved it had (the WELCOME carrying a new
             one may be lost with the connection, so both are accepted).
         supervised: the handler was started.
+        peer: the address of the client's latest connection (for the log).
     """
 
-    __slots__ = ("carrier", "prev_token", "session", "sid", "supervised", "token")
+    __slots__ = ("carrier", "peer", "prev_token", "session", "sid", "supervised", "token")
 
     def __init__(self, session: Session, carrier: Carrier, sid: bytes, token: bytes, prev_token: bytes = b"") -> None:
         self.session = session
@@ -68,6 +71,11 @@ class _Held:
         self.token = token
         self.prev_token = prev_token
         self.supervised = False
+        self.peer = ""
+
+    def log(self, level: int, event: str, *, exc_info: bool = False, **fields: object) -> None:
+        """Log ``event`` about this session (its id, client id and latest peer, then ``fields``)."""
+        _say(level, event, self.peer, self.sid.hex(), self.client_id, exc_info=exc_info, stacklevel=2, **fields)
 
     @property
     def client_id(self) -> str:
@@ -90,11 +98,13 @@ class _Refused(Exception):
     """The handshake was refused; the ERROR frame for the client is queued.
 
     ``busy`` refusals (a cap was reached) are not held against the client's address.
+    ``outcome`` is the handshake outcome counted (see ``_stats.HANDSHAKE_OUTCOMES``).
     """
 
-    def __init__(self, message: str = "", *, busy: bool = False) -> None:
+    def __init__(self, message: str = "", *, busy: bool = False, outcome: str = "resume_refused") -> None:
         super().__init__(message)
         self.busy = busy
+        self.outcome = outcome
 
 
 @final
@@ -143,7 +153,8 @@ class Server:
         refused = self._guard.admit(peer, trio.current_time())
         if refused is not None:
             # Refused before a single byte is read or written: a flood costs an accept().
-            log.info("refused %s: %s", peer, refused)
+            _stats.SERVER.handshakes["refused_limits"] += 1
+            _say(logging.INFO, "connection refused", peer, reason=refused)
             await trio.aclose_forcefully(stream)
             return
         try:
@@ -151,7 +162,9 @@ class Server:
                 with trio.fail_after(self._opts.handshake_timeout):
                     held, result, resume, rest = await self._handshake(stream, peer)
             except trio.TooSlowError:
-                log.info("refused %s: no handshake within %.1f s", peer, self._opts.handshake_timeout)
+                _stats.SERVER.handshakes["timeout"] += 1
+                timeout = self._opts.handshake_timeout
+                _say(logging.INFO, "handshake refused", peer, outcome="timeout", reason=f"none within {timeout} s")
                 self._record_failure(peer)
                 with trio.move_on_after(0.1), contextlib.suppress(*_LINK_ERRORS):
                     await stream.send_all(encode_error(ErrorCode.HANDSHAKE_TIMEOUT, "no handshake in time"))
@@ -160,13 +173,25 @@ class Server:
                 return
             except _LINK_ERRORS as exc:
                 # Including a failed TLS handshake, which runs on the stream's first use.
-                log.debug("connection from %s lost during the handshake: %r", peer, exc)
+                _stats.SERVER.handshakes["disconnected"] += 1
+                _say(logging.DEBUG, "connection lost during the handshake", peer, reason=repr(exc))
                 return
             finally:
                 self._guard.handshake_done()
-            await held.carrier.run_link(stream, result.params, resume.last_received, rest)
+            _stats.SERVER.handshakes["ok"] += 1
+            held.peer = peer
+            if result.resumed:
+                _stats.SERVER.resumes += 1
+                held.log(logging.INFO, "session resumed")
+            else:
+                held.log(logging.INFO, "session opened")
+            reason = await held.carrier.run_link(stream, result.params, resume.last_received, rest)
             if held.carrier.ended:
                 self._forget(held)
+            elif reason is not None:
+                # This connection's own peer: a resume from elsewhere may have replaced it.
+                event = "link replaced" if isinstance(reason, Replaced) else "link lost"
+                _say(logging.INFO, event, peer, held.sid.hex(), held.client_id, reason=str(reason))
         finally:
             self._guard.release(peer)
             await trio.aclose_forcefully(stream)
@@ -176,6 +201,8 @@ class Server:
     ) -> tuple[_Held, HandshakeResult, ResumeRequest, bytes]:
         hs = ServerHandshake(self._opts.params)
         await stream.send_all(hs.data_to_send())
+        known = False  # whether the client id is one we have a key for
+        requested = ""  # the session id a resume asked for
         while True:
             data = await stream.receive_some(_HANDSHAKE_READ)
             if not data:
@@ -188,20 +215,25 @@ class Server:
                     delay = self._guard.delay(peer, trio.current_time())
                     if delay:
                         await trio.sleep(delay)
-                    hs.set_key(self._keys(step))
+                    key = self._keys(step)
+                    known = key is not None
+                    hs.set_key(key)
                 elif isinstance(step, ResumeRequest):
+                    requested = step.session_id.hex()
                     if self._store is None:
                         held, result = self._decide(hs, step)
                     else:
                         async with self._store_lock:
-                            held, result = await self._decide_stored(hs, step)
+                            held, result = await self._decide_stored(hs, step, peer)
                     await stream.send_all(hs.data_to_send())
                     return held, result, step, hs.take_rest()
             except (AuthenticationError, ProtocolError, _Refused) as exc:
+                outcome = _outcome(exc, known)
+                _stats.SERVER.handshakes[outcome] += 1
                 # One line per refused client, with its address; never a key or a token.
-                log.info("refused %s (client id %r): %s", peer, hs.client_id, exc)
+                _say(logging.INFO, "handshake refused", peer, requested, hs.client_id, outcome=outcome, reason=str(exc))
                 if not (isinstance(exc, _Refused) and exc.busy):
-                    self._record_failure(peer)
+                    self._record_failure(peer, hs.client_id)
                 with trio.move_on_after(1):
                     with contextlib.suppress(*_LINK_ERRORS):
                         await stream.send_all(hs.data_to_send())
@@ -210,9 +242,18 @@ class Server:
             if out:
                 await stream.send_all(out)
 
-    def _record_failure(self, peer: str) -> None:
+    def _record_failure(self, peer: str, client_id: str = "") -> None:
         if self._guard.failure(peer, trio.current_time()):
-            log.warning("locking out %s for %.0f s after repeated failed handshakes", peer, self._guard.limits.lockout)
+            _stats.SERVER.lockouts += 1
+            lockout = f"{self._guard.limits.lockout:.0f}s"
+            _say(
+                logging.WARNING,
+                f"locking out {peer} after repeated failed handshakes",
+                peer,
+                "",
+                client_id,
+                lockout=lockout,
+            )
 
     def _decide(self, hs: ServerHandshake, req: ResumeRequest) -> tuple[_Held, HandshakeResult]:
         """Create or resume the session the authenticated client asked for (no awaits here,
@@ -224,10 +265,10 @@ class Server:
                 hs.reject(
                     ErrorCode.SERVER_BUSY, f"too many sessions for this client (max {opts.max_sessions_per_client})"
                 )
-                raise _Refused("per-client session cap reached", busy=True)
+                raise _Refused("per-client session cap reached", busy=True, outcome="refused_limits")
             if len(self._sessions) >= opts.max_sessions:
                 hs.reject(ErrorCode.SERVER_BUSY, "the server has too many sessions")
-                raise _Refused("server session cap reached", busy=True)
+                raise _Refused("server session cap reached", busy=True, outcome="refused_limits")
             sid, token = new_session_id(), new_token()
             result = hs.accept(sid, token, 0, resumed=False, session_ttl=ttl)
             core = SessionCore(result.params, ack_delay=self._opts.ack_delay)
@@ -266,6 +307,7 @@ class Server:
         return held, result
 
     def _adopt(self, held: _Held) -> None:
+        _stats.track(held.carrier, _stats.SERVER)
         self._sessions[held.sid] = held
         self._per_client[held.client_id] += 1
         # Expiry watches every session held, supervised or not (a stored session whose
@@ -278,14 +320,14 @@ class Server:
         # else: the handler starts once the store has recorded the attachment (its writes
         # would be refused before that).
 
-    async def _decide_stored(self, hs: ServerHandshake, req: ResumeRequest) -> tuple[_Held, HandshakeResult]:
+    async def _decide_stored(self, hs: ServerHandshake, req: ResumeRequest, peer: str) -> tuple[_Held, HandshakeResult]:
         """:meth:`_decide` for a server with a store: bring the session in from the store if
         this process does not hold its newest copy, decide, then record the attachment in the
         store (a new session, or a claim that fences off any other holder) before WELCOME."""
         store = self._store
         assert store is not None
         if req.session_id:
-            await self._load_stored(hs.client_id, req)
+            await self._load_stored(hs.client_id, req, peer)
         held, result = self._decide(hs, req)
         expires_at = store.clock() + self._lease
         try:
@@ -297,34 +339,38 @@ class Server:
             else:
                 ok = await store.claim(held.store_key, held.epoch, held.token, held.prev_token, expires_at)
         except StoreError as exc:
-            log.error("session store failed: %s", exc)
+            _say(logging.ERROR, "session store failed", peer, held.sid.hex(), hs.client_id, reason=str(exc))
             hs.data_to_send()  # the WELCOME must not go out
             hs.reject(ErrorCode.SERVER_BUSY, "session store unavailable")
             if not req.session_id:
                 held.carrier.finish(exc)
                 self._forget(held)
-            raise _Refused("session store failed", busy=True) from exc
+            raise _Refused("session store failed", busy=True, outcome="store_error") from exc
         if not ok:
             # Another node attached it since we loaded it: the client will retry.
             hs.data_to_send()
             hs.reject(ErrorCode.SERVER_BUSY, "the session is being resumed elsewhere; retry")
             held.carrier.finish(StoreFenced("the session was resumed on another server node"))
             self._forget(held)
-            raise _Refused("lost the race to claim a stored session", busy=True)
+            raise _Refused("lost the race to claim a stored session", busy=True, outcome="resume_conflict")
         if not held.supervised:
             held.supervised = True
             self._nursery.start_soon(self._supervise, held)
         return held, result
 
-    async def _load_stored(self, client_id: str, req: ResumeRequest) -> None:
+    async def _load_stored(self, client_id: str, req: ResumeRequest, peer: str) -> None:
         """Make sure the in-memory copy of ``req``'s session is the store's newest one."""
         store = self._store
         assert store is not None
         sid = req.session_id
+
+        def store_failed(exc: StoreError) -> None:
+            _say(logging.ERROR, "session store failed", peer, sid.hex(), client_id, reason=str(exc), stacklevel=2)
+
         try:
             record = await store.load(sid.hex())
         except StoreError as exc:
-            log.error("session store failed: %s", exc)
+            store_failed(exc)
             return
         held = self._sessions.get(sid)
         if record is None:
@@ -348,7 +394,7 @@ class Server:
         try:
             record = await store.take_over(record.key, record.epoch)
         except StoreError as exc:
-            log.error("session store failed: %s", exc)
+            store_failed(exc)
             return
         if record is None:
             return  # another node took it just now; this attempt fails and the client retries
@@ -359,8 +405,11 @@ class Server:
         core = SessionCore(self._opts.params, ack_delay=self._opts.ack_delay)
         session, carrier = load_session(record, core, self._opts.close_timeout)
         carrier.use_store(store, record.key, record.epoch)
-        log.info("session %s (client %r) loaded from the store", session.session_id, session.client_id)
-        self._adopt(_Held(session, carrier, sid, record.token, record.prev_token))
+        held = _Held(session, carrier, sid, record.token, record.prev_token)
+        held.peer = peer
+        self._adopt(held)
+        _stats.SERVER.moves_in += 1
+        held.log(logging.INFO, "session taken over", epoch=record.epoch)
 
     async def _renew_leases(self) -> None:
         """Keep stored sessions this process holds from expiring in the store."""
@@ -391,9 +440,9 @@ class Server:
                 if not carrier.ended:
                     await self._handler(session)
             except ReliableLinkError as exc:
-                log.debug("handler of session %s ended: %r", session.session_id, exc)
+                held.log(logging.DEBUG, "handler ended", reason=repr(exc))
             except Exception:
-                log.exception("handler of session %s (client %r) raised", session.session_id, session.client_id)
+                held.log(logging.ERROR, "handler raised", exc_info=True)
             await session.aclose()
         finally:
             # Shut down (serve() cancelled) with the session still open: it stays in the
@@ -426,7 +475,7 @@ class Server:
             carrier = held.carrier
             if carrier.ended or carrier.link_state is not LinkState.RECONNECTING:
                 continue
-            log.info("session %s (client %r) expired after %.1f s detached", held.sid.hex(), held.client_id, ttl)
+            held.log(logging.INFO, "session expired", detached_for=f"{ttl}s")
             carrier.finish(
                 SessionExpired(f"the session was detached for longer than session_ttl ({ttl} s)"), Transition.EXPIRE
             )
@@ -440,6 +489,10 @@ class Server:
         if self._sessions.get(held.sid) is not held:
             return
         del self._sessions[held.sid]
+        error = carrier.error
+        if isinstance(error, SessionMoved):
+            _stats.SERVER.moves_out += 1
+        held.log(logging.INFO, "session ended", reason=_stats.end_reason(error) if error else "-", detail=str(error))
         if carrier.durable is not None:
             self._nursery.start_soon(carrier.forget_store)
         self._per_client[held.client_id] -= 1
@@ -450,6 +503,40 @@ class Server:
             self._closed[held.sid] = None
             while len(self._closed) > _CLOSED_REMEMBERED:
                 self._closed.popitem(last=False)
+
+
+def _say(
+    level: int,
+    event: str,
+    peer: str,
+    session: str = "",
+    client: str = "",
+    *,
+    exc_info: bool = False,
+    stacklevel: int = 1,
+    **fields: object,
+) -> None:
+    """Log ``event`` about a connection or a session of this server (see ``_logs.session_log``)."""
+    session_log(
+        log,
+        level,
+        event,
+        session=session,
+        client=client,
+        peer=peer,
+        exc_info=exc_info,
+        stacklevel=stacklevel + 1,
+        **fields,
+    )
+
+
+def _outcome(exc: Exception, known: bool) -> str:
+    """The handshake outcome counted for a refusal (``known``: the client id has a key)."""
+    if isinstance(exc, _Refused):
+        return exc.outcome
+    if isinstance(exc, AuthenticationError):
+        return "wrong_key" if known else "unknown_client"
+    return "protocol_error"
 
 
 def _peer_address(stream: trio.abc.Stream) -> str:

@@ -92,6 +92,8 @@ class CoreStats:
             message restored from a store is, as it may have been sent before).
         duplicates_dropped: DATA frames dropped because that sequence number was already held.
         acked: messages the peer has acknowledged.
+        acked_bytes: their payload bytes (counted per acknowledgement, not per message:
+            ``acked_bytes + SessionCore.unacked_bytes`` is every payload byte accepted).
         pings_sent: heartbeats sent.
         rtt: last measured round-trip time (seconds) from PING/PONG, or ``None``.
         attaches: how many connections have carried the session.
@@ -102,6 +104,7 @@ class CoreStats:
     resent: int = 0
     duplicates_dropped: int = 0
     acked: int = 0
+    acked_bytes: int = 0
     pings_sent: int = 0
     rtt: float | None = None
     attaches: int = 0
@@ -249,6 +252,11 @@ class SessionCore:
         """How many delivered messages make an acknowledgement (or a store commit) due at once:
         a quarter of the window."""
         return self._ack_every
+
+    @property
+    def delivered_bytes(self) -> int:
+        """Payload bytes of the messages handed to the application (``delivered`` of them)."""
+        return self._delivered_bytes
 
     @property
     def last_recv(self) -> float:
@@ -807,7 +815,9 @@ class SessionCore:
         while unacked and unacked[0][0] <= ack:
             freed += len(unacked.popleft()[1])
         self.unacked_bytes -= freed
-        self.stats.acked += ack - self.acked
+        stats = self.stats
+        stats.acked += ack - self.acked
+        stats.acked_bytes += freed
         self.acked = ack
 
     def _on_close(self, conn: _Conn, events: list[Event]) -> None:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from .. import _stats
 from .._errors import ReliableLinkError, SessionMoved
 
 __all__ = ["SessionChange", "SessionRecord", "SessionStore", "StoreError", "StoreFenced"]
@@ -233,12 +234,16 @@ class SessionStore(abc.ABC):
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._closed and fn != self._close:
             raise StoreError("the session store is closed")
+        start = trio.current_time()
         try:
             return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
         except StoreError:
             raise
         except Exception as exc:
             raise StoreError(f"session store failed: {exc!r}") from exc
+        finally:
+            # The latency a session sees, waiting for the store's thread included.
+            _stats.store_histogram(fn.__name__).observe(trio.current_time() - start)
 
 
 class _Pending:

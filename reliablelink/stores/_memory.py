@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from .. import _stats
 from ._base import SessionChange, SessionRecord, SessionStore, StoreError
 
 __all__ = ["MemoryStore"]
@@ -67,11 +68,15 @@ class MemoryStore(SessionStore):
         # One operation at a time, in the order called, as the threaded stores run them (the
         # limiter is first come, first served; acquiring it is the checkpoint). Once
         # started, an operation completes even if its caller is cancelled.
-        async with self._limiter:
-            if self.delay:
-                with trio.CancelScope(shield=True):
-                    await trio.sleep(self.delay)
-            return self._apply(fn, args)
+        start = trio.current_time()
+        try:
+            async with self._limiter:
+                if self.delay:
+                    with trio.CancelScope(shield=True):
+                        await trio.sleep(self.delay)
+                return self._apply(fn, args)
+        finally:
+            _stats.store_histogram(fn.__name__).observe(trio.current_time() - start)
 
     def _apply(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:

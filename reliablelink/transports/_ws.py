@@ -120,8 +120,10 @@ class _WebSocketStream(trio.abc.Stream):
             log.log(level, "refused WebSocket connection from %s: %s", peer, exc)
             return None
         assert isinstance(request, Request)
-        if urlsplit(request.target).path != path:
-            log.info("refused WebSocket connection from %s: path %r is not %r (HTTP 404)", peer, request.target, path)
+        target = urlsplit(request.target).path
+        if target != path:
+            # The path only: a query string may carry a client's credentials.
+            log.info("refused WebSocket connection from %s: path %r is not %r (HTTP 404)", peer, target, path)
             with contextlib.suppress(trio.BrokenResourceError):
                 await self._send_control(RejectConnection(status_code=404))
             return None
