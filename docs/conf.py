@@ -1,12 +1,13 @@
 """Sphinx configuration of the reliablelink documentation.
 
-Build with warnings as errors::
+Build nitpicky (every cross-reference must resolve) with warnings as errors::
 
-    .venv/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
+    .venv/bin/sphinx-build -n -W --keep-going -b html docs docs/_build/html
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ version = ".".join(release.split(".")[:2])
 
 extensions = [
     "sphinx.ext.autodoc",
+    "sphinx.ext.intersphinx",
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
     "myst_parser",
@@ -28,7 +30,21 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_inv", "Thumbs.db", ".DS_Store"]
+
+# -- intersphinx ---------------------------------------------------------------------------
+# Links to Python's and Trio's documentation. The builds (CI included) have no web access,
+# so the inventories are kept in the repository (docs/_inv/, see docs/_inv/README.md for
+# where they come from and how to refresh them); the URLs are only where the links point.
+intersphinx_mapping = {
+    "python": ("https://docs.python.org/3", "_inv/python.inv"),
+    "trio": ("https://trio.readthedocs.io/en/stable", "_inv/trio.inv"),
+}
+
+# Every cross-reference must resolve (``-n``), except these, whose documentation has no
+# inventory here: hypothesis (the return type of reliablelink.testing.strategies).
+nitpicky = True
+nitpick_ignore = [("py:class", "hypothesis.strategies.SearchStrategy")]
 
 # -- MyST (Markdown pages) ---------------------------------------------------------------
 myst_enable_extensions = ["colon_fence", "deflist", "substitution"]
@@ -71,12 +87,28 @@ _NOT_CONSTRUCTED_BY_USERS = {
 }
 
 
+def _dataclass_factory_defaults(
+    app: Any, what: str, name: str, obj: Any, options: Any, signature: str | None, return_annotation: str | None
+) -> tuple[str, str | None] | None:
+    # A dataclass field with a default_factory shows as "=<factory>", which is not Python:
+    # Sphinx then cannot parse the signature (a nitpicky warning). Show the value the factory
+    # makes instead, e.g. "unacked: list[tuple[int, bytes]] = []".
+    if what != "class" or not signature or "<factory>" not in signature or not dataclasses.is_dataclass(obj):
+        return None
+    for f in dataclasses.fields(obj):
+        if f.default_factory is not dataclasses.MISSING:
+            shown = repr(f.default_factory()).replace("\\", "\\\\")  # a replacement string
+            signature = re.sub(rf"(\b{f.name}: [^=]*?)\s*=\s*<factory>", rf"\g<1> = {shown}", signature)
+    return signature, return_annotation
+
+
 def _hide_internal_constructors(
     app: Any, what: str, name: str, obj: Any, options: Any, signature: str | None, return_annotation: str | None
 ) -> tuple[str, str | None] | None:
     if what == "class" and name in _NOT_CONSTRUCTED_BY_USERS:
         return "", None
     return None
+
 
 # -- HTML --------------------------------------------------------------------------------
 html_theme = "alabaster"
@@ -111,4 +143,5 @@ def _benchmarks_without_results(app: Any, docname: str, source: list[str]) -> No
 def setup(app: Any) -> dict[str, Any]:
     app.connect("source-read", _benchmarks_without_results)
     app.connect("autodoc-process-signature", _hide_internal_constructors)
+    app.connect("autodoc-process-signature", _dataclass_factory_defaults)
     return {"parallel_read_safe": True}

@@ -24,7 +24,12 @@ def generate_key() -> bytes:
 
 
 def parse_key(text: str) -> bytes:
-    """Parse one key written as hex or base64 (see the module docstring).
+    """Parse one key written as hex or base64, as in a key file or ``reliablelink keygen``'s output.
+
+    An optional ``hex:`` or ``base64:`` prefix says which; without one, text that is valid
+    hex is read as hex, anything else as base64. Surrounding whitespace is ignored.
+
+    Example: ``key = reliablelink.parse_key(os.environ["AGENT_KEY"])``.
 
     Raises:
         ValueError: not hex or base64, or shorter than 16 bytes.

@@ -91,7 +91,7 @@ class RedisStore(SessionStore):
 
     A client may then resume its session on any node, without sticky sessions: the node it
     attaches to takes the session over (incrementing its fencing epoch), and the node that
-    had it is refused on its next write, which ends its copy with :class:`SessionMoved`.
+    had it is refused on its next write, which ends its copy with :class:`~reliablelink.SessionMoved`.
 
     Needs the ``redis`` package (``pip install 'reliablelink[redis]'``).
 

@@ -107,7 +107,7 @@ async def tls_accept(
 
 @final
 class TLSTransport:
-    """The ``tls://`` transport: TCP (with :func:`tune_socket`) and TLS on top.
+    """The ``tls://`` transport: TCP (with the socket options of ``tcp://``) and TLS on top.
 
     ``StreamOptions.ssl_context`` is the TLS configuration: on the client, ``None`` means
     ``ssl.create_default_context()`` (the system's trusted CAs, hostname checked against the
