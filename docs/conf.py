@@ -16,7 +16,7 @@ import reliablelink
 
 project = "reliablelink"
 author = "the reliablelink maintainers"
-copyright = "the reliablelink maintainers"  # noqa: A001 (Sphinx's name)
+copyright = "the reliablelink maintainers"
 release = reliablelink.__version__
 version = ".".join(release.split(".")[:2])
 
@@ -87,7 +87,7 @@ _NOT_CONSTRUCTED_BY_USERS = {
 }
 
 
-def _dataclass_factory_defaults(
+def _dataclass_factory_defaults(  # noqa: PLR0917 (Sphinx calls it with these)
     app: Any, what: str, name: str, obj: Any, options: Any, signature: str | None, return_annotation: str | None
 ) -> tuple[str, str | None] | None:
     # A dataclass field with a default_factory shows as "=<factory>", which is not Python:
@@ -102,7 +102,7 @@ def _dataclass_factory_defaults(
     return signature, return_annotation
 
 
-def _hide_internal_constructors(
+def _hide_internal_constructors(  # noqa: PLR0917 (Sphinx calls it with these)
     app: Any, what: str, name: str, obj: Any, options: Any, signature: str | None, return_annotation: str | None
 ) -> tuple[str, str | None] | None:
     if what == "class" and name in _NOT_CONSTRUCTED_BY_USERS:
