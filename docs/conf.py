@@ -44,7 +44,12 @@ intersphinx_mapping = {
 # Every cross-reference must resolve (``-n``), except these, whose documentation has no
 # inventory here: hypothesis (the return type of reliablelink.testing.strategies).
 nitpicky = True
-nitpick_ignore = [("py:class", "hypothesis.strategies.SearchStrategy")]
+nitpick_ignore = [
+    ("py:class", "hypothesis.strategies.SearchStrategy"),
+    # prometheus_client publishes no Sphinx inventory.
+    ("py:class", "CollectorRegistry"),
+    ("py:class", "Collector"),
+]
 
 # -- MyST (Markdown pages) ---------------------------------------------------------------
 myst_enable_extensions = ["colon_fence", "deflist", "substitution"]

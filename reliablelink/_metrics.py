@@ -2,7 +2,7 @@
 
 This module is the one place metrics are defined. :data:`METRICS` lists them;
 :func:`read` gives their current values, backend-neutral (label values and a number, or a
-:class:`~reliablelink._stats.Histogram`); :func:`register` hands them to Prometheus through
+:class:`~reliablelink.metrics.Histogram`); :func:`register` hands them to Prometheus through
 a collector that calls :func:`read` at scrape time. A bridge to another backend (an
 OpenTelemetry meter with observable instruments, say) needs :data:`METRICS` and
 :func:`read` only.
@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from . import _stats
-from ._stats import Histogram, Snapshot
+from ._stats import Histogram
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import Collector, CollectorRegistry
 
-__all__ = ["METRICS", "MetricSpec", "Sample", "read", "register"]
+__all__ = ["METRICS", "Histogram", "MetricSpec", "Sample", "read", "register"]
 
 Kind = Literal["counter", "gauge", "histogram"]
 #: One value of a metric: its label values (in the order of ``MetricSpec.labels``) and a
@@ -183,14 +183,9 @@ METRICS: tuple[MetricSpec, ...] = (
 )
 
 
-def read(snap: Snapshot | None = None) -> dict[str, list[Sample]]:
-    """The current value of every metric in :data:`METRICS`, by name.
-
-    Args:
-        snap: the numbers to use (default: :func:`reliablelink._stats.snapshot` now).
-    """
-    if snap is None:
-        snap = _stats.snapshot()
+def read() -> dict[str, list[Sample]]:
+    """The current value of every metric in :data:`METRICS`, by name, read now."""
+    snap = _stats.snapshot()
     v: dict[str, list[Sample]] = {spec.name: [] for spec in METRICS}
     for role, r in snap.roles.items():
         key = (role,)

@@ -15,6 +15,6 @@ for a bridge to another metrics system. The list, with each metric's meaning, is
 operations guide (``docs/operations.md``).
 """
 
-from ._metrics import METRICS, MetricSpec, Sample, read, register
+from ._metrics import METRICS, Histogram, MetricSpec, Sample, read, register
 
-__all__ = ["METRICS", "MetricSpec", "Sample", "read", "register"]
+__all__ = ["METRICS", "Histogram", "MetricSpec", "Sample", "read", "register"]
