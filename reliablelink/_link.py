@@ -20,10 +20,10 @@ Who may write when (the safety argument)
 ----------------------------------------
 Bytes must reach the wire in the order the core queued them, and two writes must never
 interleave. The writer task is the connection's only writer, except at one moment: while it
-is parked in :meth:`Link.wait_for_work` with nothing queued (:attr:`Link.writer_idle`). Only
+is parked in :meth:`Link.wait_for_work` with nothing queued (:attr:`Link.writer_idle` is truthy). Only
 then may another task call :meth:`Link.try_write`, and that call is synchronous: it cannot
 be interleaved with anything. What the socket does not take goes back to the front of the
-core's queue and the writer is woken for it; waking it makes ``writer_idle`` false at once
+core's queue and the writer is woken for it; waking it makes ``writer_idle`` falsy at once
 (the task leaves the parking lot when it is unparked, not when it next runs), so no later
 ``try_write`` can overtake those bytes. Hence one writer at a time, in order.
 
@@ -98,7 +98,10 @@ class Link:
         self.scope = trio.CancelScope()
         self.reason: BaseException | None = None
         self.done = trio.Event()
-        self._writer_lot = trio.lowlevel.ParkingLot()
+        # A parking lot rather than a property over one: flush() tests it on every send().
+        self.writer_idle = trio.lowlevel.ParkingLot()
+        """Truthy exactly while the writer task is parked with nothing to write (the one
+        moment another task may write, see the module docstring)."""
         self.timer_at = math.inf
         self.timer_scope: trio.CancelScope | None = None
 
@@ -110,24 +113,18 @@ class Link:
 
     # -- writing -----------------------------------------------------------------------
 
-    @property
-    def writer_idle(self) -> bool:
-        """Whether the writer task is parked with nothing to write (the one moment another
-        task may write, see the module docstring)."""
-        return bool(self._writer_lot)
-
     def wake_writer(self) -> None:
         """Have the writer task take what the core queued."""
-        self._writer_lot.unpark()
+        self.writer_idle.unpark()
 
     async def wait_for_work(self) -> None:
         """The writer task's wait until :meth:`wake_writer`."""
-        await self._writer_lot.park()
+        await self.writer_idle.park()
 
     def try_write(self, buffers: Sequence[Buffer]) -> list[Buffer]:
         """Write what can be written without waiting; return what is left, in order.
 
-        Call only while :attr:`writer_idle`. An ``OSError`` fails the link and returns
+        Call only while :attr:`writer_idle` is truthy. An ``OSError`` fails the link and returns
         nothing (the connection is being dropped; the session resends on the next one).
         """
         return list(buffers)

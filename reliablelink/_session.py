@@ -188,10 +188,11 @@ class Session(trio.abc.Channel[bytes]):
         else:
             self._budget = _YIELD_EVERY
             await trio.lowlevel.cancel_shielded_checkpoint()
-        if self._carrier.durable is not None:
-            await self._carrier.persist()
+        carrier = self._carrier
+        if carrier.durable is not None:
+            await carrier.persist()
         else:
-            self._carrier.flush(eager)
+            carrier.flush(eager)
 
     async def _send_when_open(self, payload: bytes) -> None:
         """The slow path of :meth:`send`: wait for the window, then hand over ``payload``."""

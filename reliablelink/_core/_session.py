@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .._errors import MessageTooLarge, ProtocolError, SessionClosed
@@ -154,6 +154,7 @@ class _Conn:
         "ping_token",
         "pong_queued",
         "seq",
+        "unframed",
     )
 
     def __init__(self, frame_limit: int, now: float, ack_due: float) -> None:
@@ -161,6 +162,11 @@ class _Conn:
         # in order) followed by ``out``.
         self.chunks: list[bytes | bytearray] = []
         self.out = bytearray()
+        # Messages to put on this connection, in order, not yet encoded: DATA frames are
+        # encoded when the bytes are taken (buffers_to_send), one pass per write, not one
+        # call per send(). Nothing may be queued behind them that must follow them (CLOSE):
+        # _frame_pending() first.
+        self.unframed: list[tuple[int, bytes]] = []
         # A frame that the reads so far hold only part of: its pieces (not yet copied),
         # how many bytes they hold, and the frame's whole size (HEADER_SIZE until known).
         self.parts: list[bytes | memoryview] = []
@@ -355,12 +361,11 @@ class SessionCore:
         self.ack_sent = ack
         self._ack_sent_bytes = self._delivered_bytes
         released = self.released
-        replay = [item for item in self.unacked if peer_last_received < item[0] <= released]
-        self._put_data(conn, replay, ack)
+        conn.unframed = replay = [item for item in self.unacked if peer_last_received < item[0] <= released]
         wired = self._wired
         self.stats.resent += sum(seq <= wired for seq, _ in replay)
         if self.our_state is OurSide.CLOSE_SENT:
-            conn.out += U64_FRAME.pack(9, _CLOSE, ack)
+            self._queue_close(conn)
 
     def detach(self) -> None:
         """The connection is gone. Buffers of that connection are dropped; nothing else is."""
@@ -373,14 +378,17 @@ class SessionCore:
 
     # -- sending -----------------------------------------------------------------------
 
-    def window_open(self, size: int) -> bool:
-        """Whether a message of ``size`` bytes fits in the window now.
+    def window_open(self, size: int, count: int = 1) -> bool:
+        """Whether ``count`` more messages, ``size`` bytes in all, fit in the window now.
 
-        This is the one place the window rule is written. A message larger than
-        ``max_inflight_bytes`` still goes when nothing is in flight, so every message that
-        fits ``max_message_size`` can be sent.
+        This is the one place the window rule is written. A message fits when nothing is in
+        flight, or when it stays within ``max_inflight`` messages and
+        ``max_inflight_bytes``: so a message larger than ``max_inflight_bytes`` still goes
+        when nothing is in flight, and every message that fits ``max_message_size`` can be
+        sent. A batch fits when its last message does, behind the others: the count and the
+        bytes in flight only grow along the batch, so each earlier message fits too.
         """
-        n = len(self.unacked)
+        n = len(self.unacked) + count - 1
         return not n or (n < self._max_count and self.unacked_bytes + size <= self._max_bytes)
 
     def try_send(self, payload: bytes) -> int:
@@ -413,10 +421,7 @@ class SessionCore:
         self.released = seq
         conn = self._conn
         if conn is not None:
-            ack = self.delivered
-            self._put_data(conn, (item,), ack)
-            self.ack_sent = ack
-            self._ack_sent_bytes = self._delivered_bytes
+            conn.unframed.append(item)
         return seq
 
     def send_many(self, payloads: Sequence[bytes], start: int = 0) -> int:
@@ -433,43 +438,45 @@ class SessionCore:
         """
         if self.our_state is not _OPEN:
             raise SessionClosed(_CLOSED_MESSAGE)
-        unacked = self.unacked
-        window_open = self.window_open
-        first = seq = self.next_seq
-        end = len(payloads)
-        i = start
-        while i < end:
-            payload = payloads[i]
-            n = len(payload)
-            if not window_open(n):
-                break
-            unacked.append((seq, payload))
-            # Kept current per message: window_open reads it for the next one.
-            self.unacked_bytes += n
-            seq += 1
-            i += 1
-        accepted = seq - first
-        if accepted:
-            self.next_seq = seq
-            self.stats.sent += accepted
-            if not self.durable:
-                self.released = seq - 1
-                conn = self._conn
-                if conn is not None:
-                    ack = self.delivered
-                    self._put_data(conn, zip(range(first, seq), payloads[start:i], strict=True), ack)
-                    self.ack_sent = ack
-                    self._ack_sent_bytes = self._delivered_bytes
-        return i
+        rest = payloads[start:]
+        total = sum(map(len, rest))
+        count = len(rest)
+        if count and not self.window_open(total, count):
+            # The window fills within the batch: find how many fit, one message at a time.
+            count = total = 0
+            for payload in rest:
+                if not self.window_open(total + len(payload), count + 1):
+                    break
+                total += len(payload)
+                count += 1
+            rest = rest[:count]
+        if not count:
+            return start
+        first = self.next_seq
+        batch = list(zip(range(first, first + count), rest, strict=True))
+        self.unacked += batch
+        self.unacked_bytes += total
+        self.next_seq = first + count
+        self.stats.sent += count
+        if not self.durable:
+            self.released = first + count - 1
+            conn = self._conn
+            if conn is not None:
+                conn.unframed += batch
+        return start + count
 
-    @staticmethod
-    def _put_data(conn: _Conn, items: Iterable[tuple[int, bytes]], ack: int) -> None:
-        """Queue a DATA frame for each ``(seq, payload)``, all carrying ``ack``.
+    def _frame_pending(self, conn: _Conn) -> None:
+        """Encode ``conn.unframed`` as DATA frames, all carrying the ACK position now.
 
         The one DATA encoder (new messages, the replay on attach, the release of stored
         ones). A payload of ``LARGE_PAYLOAD`` bytes or more is not copied: it becomes an
         output buffer of its own, after the frames coalesced before it.
         """
+        ack = self._ack_pos()
+        items = conn.unframed
+        conn.unframed = []
+        self.ack_sent = ack
+        self._ack_sent_bytes = self._delivered_bytes
         out = conn.out
         pack = DATA_HEADER.pack
         for seq, payload in items:
@@ -499,16 +506,13 @@ class SessionCore:
             start = self.released
             self.released = min(released, self.next_seq - 1)
             if conn is not None and self.unacked:
-                ack = self.committed
                 first = max(0, start + 1 - self.unacked[0][0])
                 stop = self.released
-                self._put_data(
-                    conn,
-                    itertools.takewhile(lambda item: item[0] <= stop, itertools.islice(self.unacked, first, None)),
-                    ack,
+                conn.unframed += itertools.takewhile(
+                    lambda item: item[0] <= stop, itertools.islice(self.unacked, first, None)
                 )
-                self.ack_sent = ack
-        if conn is not None and self.committed != self.ack_sent:
+        # Messages waiting to be framed carry the ACK; else it goes on its own.
+        if conn is not None and self.committed != self.ack_sent and not conn.unframed:
             self._queue_ack(conn)
 
     def data_to_send(self, now: float) -> bytes | bytearray:
@@ -527,6 +531,8 @@ class SessionCore:
         conn = self._conn
         if conn is None:
             return []
+        if conn.unframed:
+            self._frame_pending(conn)
         buffers = conn.chunks
         out = conn.out
         if out:
@@ -552,7 +558,7 @@ class SessionCore:
     def has_data_to_send(self) -> bool:
         """Whether :meth:`data_to_send` would return bytes."""
         conn = self._conn
-        return conn is not None and (bool(conn.out) or bool(conn.chunks))
+        return conn is not None and (bool(conn.out) or bool(conn.chunks) or bool(conn.unframed))
 
     def stop_sending(self) -> None:
         """This side begins closing: from now on no new message is accepted.
@@ -578,8 +584,14 @@ class SessionCore:
         self._go(Transition.SEND_CLOSE)
         conn = self._conn
         if conn is not None:
-            conn.out += U64_FRAME.pack(9, _CLOSE, self._ack_pos())
+            self._queue_close(conn)
         # else: nobody to tell yet; the next attach sends CLOSE after the replay.
+
+    def _queue_close(self, conn: _Conn) -> None:
+        """Queue CLOSE behind every message accepted before it."""
+        if conn.unframed:
+            self._frame_pending(conn)
+        conn.out += U64_FRAME.pack(9, _CLOSE, self._ack_pos())
 
     def protocol_error(self, message: str) -> None:
         """Queue an ERROR frame telling the peer why the connection is being closed."""
@@ -829,7 +841,7 @@ class SessionCore:
             # Answer with our own CLOSE (it may stop a drain of ours short: the peer
             # acknowledged in its CLOSE all it ever will).
             self.our_state = next_our_side(self.our_state, SideEvent.SEND_CLOSE)
-            conn.out += U64_FRAME.pack(9, _CLOSE, self._ack_pos())
+            self._queue_close(conn)
         self._go(Transition.CLOSE_DONE)
         events.append(PeerClosed())
 

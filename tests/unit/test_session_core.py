@@ -430,6 +430,42 @@ def test_send_many_stops_where_the_window_shuts_and_continues_from_there() -> No
     assert drain_inbox(b) == payloads[8:]
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    in_flight=st.lists(st.integers(0, 1500), max_size=10),
+    batch=st.lists(st.integers(0, 1500), max_size=12),
+    max_inflight=st.integers(1, 10),
+    max_bytes=st.integers(1, 5000),
+)
+def test_send_many_accepts_exactly_what_one_try_send_at_a_time_would(
+    in_flight: list[int], batch: list[int], max_inflight: int, max_bytes: int
+) -> None:
+    params = LinkParams(max_message_size=2048, max_inflight=max_inflight, max_inflight_bytes=max_bytes)
+    one, _ = attached_pair(params)
+    many, _ = attached_pair(params)
+    for size in in_flight:
+        one.try_send(b"f" * size)
+        many.try_send(b"f" * size)
+    payloads = [bytes([i]) * size for i, size in enumerate(batch)]
+    accepted = 0
+    for payload in payloads:
+        if not one.try_send(payload):
+            break
+        accepted += 1
+    assert many.send_many(payloads) == accepted, "the batch window test agrees with the per-message one"
+    assert list(many.unacked) == list(one.unacked) and many.unacked_bytes == one.unacked_bytes
+    assert bytes(many.data_to_send(0)) == bytes(one.data_to_send(0)), "the same frames, in the same order"
+
+
+def test_close_goes_after_every_message_accepted_before_it() -> None:
+    a, b = attached_pair()
+    a.try_send(b"one")
+    a.send_many([b"two", b"three"])
+    a.close()
+    pump(a, b)
+    assert drain_inbox(b) == [b"one", b"two", b"three"] and b.peer_closed
+
+
 def test_stop_sending_refuses_new_messages_but_delivers_the_accepted_ones() -> None:
     a, b = attached_pair()
     a.try_send(b"accepted")
