@@ -14,7 +14,7 @@ import trio
 
 import reliablelink
 from reliablelink._util import check_handler
-from tests.helpers import KEY, KEYS, echo
+from tests.helpers import KEY, KEYS, RunServer, echo
 
 
 async def _serve_and_stop(handler: Any, url: str = "memory://", **kwargs: Any) -> reliablelink.Server:
@@ -179,30 +179,28 @@ def test_handlers_that_may_return_an_awaitable_are_accepted(handler: Any) -> Non
     ],
     ids=["partial-of-a-method", "lambda", "async-__call__"],
 )
-async def test_accepted_handlers_serve_sessions(handler: Any) -> None:
+async def test_accepted_handlers_serve_sessions(handler: Any, run_server: RunServer) -> None:
+    server = await run_server(handler)
     with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(functools.partial(reliablelink.serve, handler, "memory://", keys=KEYS))
-            async with reliablelink.connect(server.url, client_id="agent-1", key=KEY) as session:
-                await session.send(b"ping")
-                replies = [await session.receive()]
-                if replies == [b"hello"]:
-                    replies.append(await session.receive())
-            assert replies[-1] == b"ping"
-            nursery.cancel_scope.cancel()
+        async with reliablelink.connect(server.url, client_id="agent-1", key=KEY) as session:
+            await session.send(b"ping")
+            replies = [await session.receive()]
+            if replies == [b"hello"]:
+                replies.append(await session.receive())
+        assert replies[-1] == b"ping"
 
 
-async def test_send_of_text_says_messages_are_bytes_and_send_after_close_says_who_closed() -> None:
+async def test_send_of_text_says_messages_are_bytes_and_send_after_close_says_who_closed(
+    run_server: RunServer,
+) -> None:
     """Both were fixed before issue 19's work; kept here with the other misuse errors."""
+    server = await run_server(echo)
     with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(functools.partial(reliablelink.serve, echo, "memory://", keys=KEYS))
-            async with reliablelink.connect(server.url, client_id="agent-1", key=KEY) as session:
-                with pytest.raises(TypeError, match="a message is bytes, not str"):
-                    await session.send("hello")  # type: ignore[arg-type]
-            with pytest.raises(reliablelink.SessionClosed, match="this side closed"):
-                await session.send(b"late")
-            nursery.cancel_scope.cancel()
+        async with reliablelink.connect(server.url, client_id="agent-1", key=KEY) as session:
+            with pytest.raises(TypeError, match="a message is bytes, not str"):
+                await session.send("hello")  # type: ignore[arg-type]
+        with pytest.raises(reliablelink.SessionClosed, match="this side closed"):
+            await session.send(b"late")
 
 
 def test_check_handler_is_quiet_for_a_mock() -> None:
