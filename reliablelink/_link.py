@@ -184,7 +184,8 @@ class SocketLink(Link):
 
     def try_write(self, buffers: Sequence[Buffer]) -> list[Buffer]:
         try:
-            sent = os.writev(self._fd, buffers[:_IOV_MAX])
+            # write() for the usual lone buffer: a little cheaper per call than writev().
+            sent = os.write(self._fd, buffers[0]) if len(buffers) == 1 else os.writev(self._fd, buffers[:_IOV_MAX])
         except BlockingIOError:
             return list(buffers)
         except OSError as exc:
