@@ -259,24 +259,33 @@ def test_a_unix_socket_in_a_missing_directory_is_one_line(tmp_path: Path, agents
 # -- refused: status 3 -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("client_id", ["agent-1", "agent-9"], ids=["wrong-key", "unknown-client-id"])
-async def test_wrong_key_or_unknown_client_id_is_one_line(client_id: str) -> None:
+async def _agent_against_idle_server(
+    server_key: bytes, *agent_args: str
+) -> tuple[str, subprocess.CompletedProcess[bytes]]:
+    """Run ``reliablelink demo-agent --connect URL AGENT_ARGS`` against a server that knows
+    ``agent-1`` by ``server_key`` and never sends anything; return URL and the result."""
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             server = await nursery.start(
-                functools.partial(serve, _idle, "tcp://127.0.0.1:0", keys={"agent-1": generate_key()})
+                functools.partial(serve, _idle, "tcp://127.0.0.1:0", keys={"agent-1": server_key})
             )
             result = await trio.run_process(
-                _command("demo-agent", "--connect", server.url, "--id", client_id, "--key", generate_key().hex()),
+                _command("demo-agent", "--connect", server.url, *agent_args),
                 stdin=subprocess.DEVNULL,
                 capture_stdout=True,
                 capture_stderr=True,
                 check=False,
             )
             nursery.cancel_scope.cancel()
+    return server.url, result
+
+
+@pytest.mark.parametrize("client_id", ["agent-1", "agent-9"], ids=["wrong-key", "unknown-client-id"])
+async def test_wrong_key_or_unknown_client_id_is_one_line(client_id: str) -> None:
+    url, result = await _agent_against_idle_server(generate_key(), "--id", client_id, "--key", generate_key().hex())
     line = _fails(result, "demo-agent", ExitCode.REFUSED)
     assert "server refused the credentials: authentication failed; a wrong key, or a client id" in line, line
-    assert f"check that --id {client_id} and --key match a line" in line and f"(--connect {server.url})" in line
+    assert f"check that --id {client_id} and --key match a line" in line and f"(--connect {url})" in line
 
 
 # -- unreachable: status 4 -------------------------------------------------------------------
@@ -310,20 +319,8 @@ def test_agent_whose_run_ends_before_it_reached_the_server_fails() -> None:
 
 
 async def test_agent_that_received_nothing_fails() -> None:
-    with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            key = generate_key()
-            server = await nursery.start(functools.partial(serve, _idle, "tcp://127.0.0.1:0", keys={"agent-1": key}))
-            result = await trio.run_process(
-                _command(
-                    "demo-agent", "--connect", server.url, "--id", "agent-1", "--key", key.hex(), "--duration", "0.5"
-                ),
-                stdin=subprocess.DEVNULL,
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-            )
-            nursery.cancel_scope.cancel()
+    key = generate_key()
+    _, result = await _agent_against_idle_server(key, "--id", "agent-1", "--key", key.hex(), "--duration", "0.5")
     line = _fails(result, "demo-agent", ExitCode.FAILED)
     assert "no visitor message arrived, so nothing was checked; run it longer (--duration)" in line, line
     assert "ledger: received 0, answered 0, lost 0, duplicated 0, reordered 0" in result.stdout.decode()
